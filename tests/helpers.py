@@ -1,0 +1,60 @@
+"""Helpers shared by the template's tests: render a project, run a command in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+from copier import run_copy
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+# One build cache for the whole run: Rust dependencies compile once, uv's cache is reused.
+CACHE = Path(os.environ.get("PLUMBLINE_CACHE", TEMPLATE / ".cache"))
+CARGO_TARGET_DIR = CACHE / "cargo-target"
+
+DEFAULTS: dict[str, Any] = {
+    "project_name": "order-router",
+    "description": "Routes orders to the right desk",
+    "author_name": "Ops Team",
+    "author_email": "ops@example.com",
+    "flavour": "python",
+    "http_port": 8080,
+    "ci_provider": "github",
+    "deploy_targets": ["systemd"],
+    "opentelemetry": False,
+    "license": "MIT",
+}
+FULL: dict[str, Any] = {
+    **DEFAULTS,
+    "ci_provider": "both",
+    "deploy_targets": ["systemd", "ansible", "kubernetes", "container"],
+    "opentelemetry": True,
+}
+
+
+def generate(dst: Path, **answers: Any) -> Path:
+    """Render the template (working tree, uncommitted changes included) into `dst`."""
+    data = {**DEFAULTS, **answers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "dirty template" warnings while developing
+        run_copy(str(TEMPLATE), str(dst), data=data, defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
+    return dst
+
+
+def run(cmd: list[str] | str, cwd: Path, timeout: float = 900, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, capture its output, and fail with that output when it fails."""
+    full_env = {**os.environ, "CARGO_TARGET_DIR": str(CARGO_TARGET_DIR), **(env or {})}
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, text=True, capture_output=True, timeout=timeout,
+        shell=isinstance(cmd, str),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{cmd} failed with exit {proc.returncode} in {cwd}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
+    return proc
