@@ -8,6 +8,7 @@ tested without rendering anything.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import PurePath
 
 PROJECT_NAME_RULE = (
@@ -105,6 +106,7 @@ def derived_names(answers: dict[str, object]) -> dict[str, object]:
         "env_prefix": upper_snake_case(name) + "_",
         "metric_prefix": snake_case(name) + "_",
         "class_name": pascal_case(name),
+        "copyright_year": date.today().year,
         "is_python": flavour == "python",
         "is_rust": flavour == "rust",
         "ci_github": ci in ("github", "both"),
