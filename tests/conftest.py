@@ -1,0 +1,76 @@
+"""Fixtures shared by the template's tests: each flavour is built once per session.
+
+`service_build` runs a test once per flavour; the contract suite in tests/contract/ uses it
+with `spawn`, which boots the built service as an operator would and always kills it after.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import TEMPLATE
+from services import BuiltService, Service, build_service
+
+# The answers the contract suite builds with: a name and port unlike the defaults, so that a
+# name or port written into the code instead of derived from the answers shows up as a failure.
+CONTRACT_ANSWERS = {"project_name": "tally-keeper", "http_port": 18123}
+
+# A flavour can be run once its template's build manifest exists.
+FLAVOUR_MANIFESTS = {
+    "python": TEMPLATE / "template" / "{% if is_python %}pyproject.toml{% endif %}.jinja",
+    "rust": TEMPLATE / "template" / "{% if is_rust %}Cargo.toml{% endif %}.jinja",
+}
+FLAVOUR_TOOLS = {"python": "uv", "rust": "cargo"}
+
+
+def _build(flavour: str, tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
+    manifest = FLAVOUR_MANIFESTS[flavour]
+    if not manifest.exists():
+        pytest.skip(f"the {flavour} flavour is not in the template yet ({manifest.name} is missing)")
+    tool = FLAVOUR_TOOLS[flavour]
+    if shutil.which(tool) is None:
+        pytest.skip(f"building the {flavour} flavour needs `{tool}` on PATH")
+    return build_service(flavour, tmp_path_factory.mktemp(f"{flavour}-build"), **CONTRACT_ANSWERS)
+
+
+@pytest.fixture(scope="session")
+def python_service(tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
+    """The Python flavour, rendered and built (`uv sync --locked`) once per session."""
+    return _build("python", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def rust_service(tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
+    """The Rust flavour, rendered and built (`cargo build --locked`) once per session."""
+    return _build("rust", tmp_path_factory)
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param("python", marks=pytest.mark.slow),
+        pytest.param("rust", marks=[pytest.mark.slow, pytest.mark.rust]),
+    ],
+)
+def service_build(request: pytest.FixtureRequest) -> BuiltService:
+    """Each flavour in turn, built once per session."""
+    return request.getfixturevalue(f"{request.param}_service")
+
+
+@pytest.fixture
+def spawn(service_build: BuiltService, tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Make `Service`s of the flavour under test, each in its own directory; kill them all after."""
+    made: list[Service] = []
+
+    def make(**kwargs: object) -> Service:
+        root = tmp_path / f"svc{len(made)}"
+        svc = Service(service_build, root, **kwargs)  # type: ignore[arg-type]
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.kill()

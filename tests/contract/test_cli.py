@@ -1,0 +1,89 @@
+"""Contract §1: the command line, its output and its exit codes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from services import Metrics
+
+pytestmark = pytest.mark.slow
+
+VERSION_LINE = re.compile(
+    r"^(?P<name>[a-z][a-z0-9-]*) (?P<version>\d+\.\d+\.\d+\S*)(?: \(commit (?P<commit>[0-9A-Za-z._-]+)\))?$"
+)
+
+
+def test_version_prints_one_line_with_name_and_version(spawn):
+    svc = spawn()
+
+    proc = svc.cli("--version")
+
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"--version must print one line, got {proc.stdout!r}"
+    match = VERSION_LINE.match(lines[0])
+    assert match, f"--version line {lines[0]!r} is not `<svc> <version>[ (commit <sha>)]`"
+    assert match["name"] == svc.name
+
+
+def test_version_agrees_with_build_info(spawn, service_build):
+    svc = spawn().start()
+    version = VERSION_LINE.match(svc.cli("--version").stdout.strip())
+    assert version, "unparsable --version line"
+
+    metrics = Metrics.parse(svc.metrics())
+
+    (labels,) = metrics.series(f"{svc.built.metric_prefix}build_info")
+    assert labels["version"] == version["version"]
+    assert labels["commit"] == (version["commit"] or "unknown")
+    assert labels["flavour"] == service_build.flavour
+
+
+def test_check_config_valid_exits_0_and_ends_with_ok(spawn):
+    proc = spawn().cli("check-config")
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "configuration OK"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["frobnicate"], id="unknown-command"),
+        pytest.param(["run", "--bogus"], id="unknown-option-run"),
+        pytest.param(["check-config", "--verbose-please"], id="unknown-option-check-config"),
+        pytest.param(["check-config", "--config"], id="missing-value"),
+        pytest.param(["--no-such-flag"], id="unknown-top-option"),
+        pytest.param([], id="no-command"),
+    ],
+)
+def test_bad_usage_exits_1_with_usage_on_stderr(spawn, args):
+    proc = spawn().cli(*args)
+
+    assert proc.returncode == 1, f"{args}: exit {proc.returncode}, stderr {proc.stderr!r}"
+    assert "usage" in proc.stderr.lower(), f"{args}: no usage on stderr: {proc.stderr!r}"
+
+
+def test_run_with_missing_config_exits_1_naming_the_file(spawn):
+    svc = spawn()
+    missing = svc.workdir / "cfg" / "nope.toml"
+
+    proc = svc.cli("run", "--config", str(missing), timeout=20)
+
+    assert proc.returncode == 1
+    assert re.search(
+        rf"^config error: cannot read {re.escape(str(missing))}: \S", proc.stderr, re.MULTILINE
+    ), proc.stderr
+    assert not svc.pid_file.exists(), "a config error must stop the service before it takes the PID file"
+
+
+def test_config_option_selects_the_file(spawn):
+    svc = spawn()
+    other = svc.workdir / "cfg" / "other.toml"
+    other.write_text('[http]\nhost = "127.0.0.2"\n')
+
+    proc = svc.cli("check-config", "--config", str(other))
+
+    assert proc.returncode == 0, proc.stderr
+    assert 'http.host = "127.0.0.2" (base)' in proc.stdout.splitlines()

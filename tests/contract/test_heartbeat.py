@@ -1,0 +1,64 @@
+"""Contract §3 (paths.heartbeat_file) and §5 (/live): the main loop's heartbeat, seen from outside."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from services import Metrics
+
+pytestmark = pytest.mark.slow
+
+CONTENT = re.compile(r"^\d+\n$")
+
+
+def test_heartbeat_file_holds_the_unix_time_once_ready(spawn):
+    svc = spawn().start()
+
+    text = svc.heartbeat_file.read_text()
+
+    assert CONTENT.match(text), f"heartbeat file must be whole seconds and a newline, got {text!r}"
+    assert abs(int(text) - time.time()) <= 2
+
+
+def test_heartbeat_advances_and_is_replaced_atomically(spawn):
+    svc = spawn().start()  # heartbeat every 0.2 s
+    first = int(svc.heartbeat_file.read_text())
+    inodes = set()
+    reads = 0
+
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        # Never a torn or empty read: the file is written aside, then renamed over.
+        with open(svc.heartbeat_file) as f:
+            text = f.read()
+            inodes.add(os.fstat(f.fileno()).st_ino)
+        assert CONTENT.match(text), f"read a partial heartbeat file: {text!r}"
+        reads += 1
+
+    assert int(svc.heartbeat_file.read_text()) >= first + 2
+    assert len(inodes) >= 5, (
+        f"expected a new file (rename) per beat, saw {len(inodes)} inode(s) in {reads} reads"
+    )
+
+
+def test_heartbeat_metric_follows_the_file(spawn, service_build):
+    svc = spawn().start()
+    time.sleep(1.2)
+
+    beat = Metrics.parse(svc.metrics()).value(f"{service_build.metric_prefix}heartbeat_timestamp_seconds")
+
+    assert beat is not None
+    assert abs(beat - time.time()) < 1.5
+    assert abs(beat - int(svc.heartbeat_file.read_text())) < 1.5
+
+
+def test_live_while_the_heartbeat_is_young(spawn):
+    svc = spawn().start()
+
+    for _ in range(10):
+        resp = svc.get("/.well-known/live")
+        assert (resp.status, resp.body) == (200, "ok")
+        time.sleep(0.1)

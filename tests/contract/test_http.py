@@ -1,0 +1,68 @@
+"""Contract §5: the HTTP endpoints, their bodies and status codes."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROUTES = ["/.well-known/live", "/.well-known/ready", "/metrics"]
+
+
+def test_live_and_ready_answer_ok(spawn):
+    svc = spawn().start()
+
+    live = svc.get("/.well-known/live")
+    ready = svc.get("/.well-known/ready")
+
+    assert (live.status, live.body) == (200, "ok")
+    assert (ready.status, ready.body) == (200, "ok")
+
+
+def test_metrics_content_type(spawn):
+    svc = spawn().start()
+
+    resp = svc.get("/metrics")
+
+    assert resp.status == 200
+    assert resp.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_head_answers_like_get_without_a_body(spawn, route):
+    svc = spawn().start()
+
+    resp = svc.get(route, method="HEAD")
+
+    assert resp.status == 200
+    assert resp.body == ""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_other_methods_on_a_route_get_405(spawn, method):
+    svc = spawn().start()
+
+    statuses = {route: svc.get(route, method=method).status for route in ROUTES}
+
+    assert statuses == {route: 405 for route in ROUTES}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/nope",
+        "/.well-known/",
+        "/.well-known/livez",
+        "/metrics/extra",
+        "/favicon.ico",
+        "/.well-known/live/x",
+        "/%2e%2e/etc/passwd",
+        "/a/b/c/d/e/f/g/h",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_anything_else_gets_404(spawn, path, method):
+    svc = spawn().start()
+
+    assert svc.get(path, method=method).status == 404
