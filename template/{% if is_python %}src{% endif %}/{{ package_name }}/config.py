@@ -1,0 +1,368 @@
+"""Configuration: three layers, validated as a whole before anything starts.
+
+1. the base file, `cfg/config.toml` (or `--config PATH`): committed, no secrets;
+2. the secrets file, `${PREFIX}/key/env.toml`: optional, mode 0600;
+3. environment variables `<SVC>_<SECTION>__<KEY>`, e.g. `ORDER_ROUTER_HTTP__PORT=9000`.
+
+A later layer overrides an earlier one key by key. `RUST_LOG` sets `log.filter` and
+`APM_URL` sets `apm.url`, both as the env layer. Every error is collected, then reported
+one per line, naming the key, the layer and what is allowed:
+
+    config error: http.port (env ORDER_ROUTER_HTTP__PORT): 70000 is out of range; allowed 1-65535
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from . import about
+from .logging import FILTER_RULE, parse_filter
+
+DEFAULT_CONFIG = Path("cfg/config.toml")
+DEFAULT_PREFIX = "/srv"
+LAYERS = ("default", "base", "secrets", "env")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_URL = TypeAdapter(HttpUrl)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; each line names the key, the layer and what is allowed."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _host(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOST_NAME.match(value):
+            raise ValueError(f"{_literal(value)} is not an IP address or host name") from None
+    return value
+
+
+def _filter(value: str) -> str:
+    parse_filter(value)
+    return value
+
+
+def _optional_url(value: str) -> str:
+    if value:
+        try:
+            _URL.validate_python(value)
+        except ValidationError:
+            raise ValueError(f"{_literal(value)} is not an http(s) URL") from None
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the path is empty")
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+FilterText = Annotated[str, AfterValidator(_filter)]
+OptionalUrl = Annotated[str, AfterValidator(_optional_url)]
+PathText = Annotated[str, AfterValidator(_path)]
+_SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
+_PATH = "allowed a non-empty path (${PREFIX} is expanded)"
+_OPTIONAL_URL = "allowed an http(s) URL, or empty"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Http(_Section):
+    host: Host = Field(default="127.0.0.1", description="allowed an IP address or host name")
+    port: int = Field(default=about.DEFAULT_PORT, ge=0, le=65535, description="allowed 1-65535 (0 picks a free port)")
+
+
+class Log(_Section):
+    filter: FilterText = Field(default="info", description=f"allowed {FILTER_RULE}")
+
+
+class Paths(_Section):
+    log_file: PathText = Field(default=f"./log/{about.NAME}.log", description=_PATH)
+    pid_file: PathText = Field(default=f"${{PREFIX}}/run/{about.NAME}.pid", description=_PATH)
+    heartbeat_file: PathText = Field(default=f"./tmp/{about.NAME}.heartbeat", description=_PATH)
+    data_dir: PathText = Field(default=f"${{PREFIX}}/data/{about.NAME}", description=_PATH)
+    tmp_dir: PathText = Field(default="./tmp", description=_PATH)
+
+
+class Heartbeat(_Section):
+    interval_secs: float = Field(default=10.0, gt=0, allow_inf_nan=False, description=_SECONDS)
+
+
+class Shutdown(_Section):
+    timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=_SECONDS)
+
+
+class Work(_Section):
+    interval_secs: float = Field(default=60.0, gt=0, allow_inf_nan=False, description=_SECONDS)
+    max_concurrency: int = Field(default=4, ge=1, le=1024, description="allowed 1-1024")
+    upstream_url: OptionalUrl = Field(default="", description=_OPTIONAL_URL)
+    upstream_token: SecretStr = Field(default=SecretStr(""), description="allowed a string (a secret)")
+
+
+class Apm(_Section):
+    url: OptionalUrl = Field(default="", description=_OPTIONAL_URL)
+
+
+class Settings(BaseSettings):
+    """Every key of the service; the field order is the order `check-config` prints."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=about.ENV_PREFIX, env_nested_delimiter="__"
+    )
+
+    http: Http = Http()
+    log: Log = Log()
+    paths: Paths = Paths()
+    heartbeat: Heartbeat = Heartbeat()
+    shutdown: Shutdown = Shutdown()
+    work: Work = Work()
+    apm: Apm = Apm()
+
+
+SECRET_KEYS = frozenset({"work.upstream_token"})
+
+
+def keys() -> list[str]:
+    """Every key, `section.name`, in the contract's order."""
+    return [
+        f"{section}.{name}"
+        for section in Settings.model_fields
+        for name in _section_model(section).model_fields
+    ]
+
+
+def _section_model(section: str) -> type[BaseModel]:
+    annotation = Settings.model_fields[section].annotation
+    assert isinstance(annotation, type)
+    assert issubclass(annotation, BaseModel)
+    return annotation
+
+
+class _SectionVariables(EnvSettingsSource):
+    """pydantic-settings' env source, reading `<SVC>_<SECTION>__<KEY>` variables of `environ`.
+
+    Variables of another shape are ignored (pydantic-settings would parse `<SVC>_HTTP` as a
+    JSON table), and the mapping is given rather than read from os.environ so that tests
+    need not change the process's environment.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(Settings, case_sensitive=False)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        prefix = about.ENV_PREFIX.lower()
+        return {
+            name.lower(): value
+            for name, value in self._environ.items()
+            if name.lower().startswith(prefix) and "__" in name[len(prefix) :]
+        }
+
+
+@dataclass
+class Loaded:
+    """The validated settings and, for each key, the layer its value came from."""
+
+    settings: Settings
+    layers: dict[str, str] = field(default_factory=dict)
+
+    def check_config_lines(self) -> list[str]:
+        """`<key> = <TOML literal> (<layer>)` per key, secrets redacted, then `configuration OK`."""
+        lines = []
+        for key in keys():
+            section, name = key.split(".")
+            value = getattr(getattr(self.settings, section), name)
+            lines.append(f"{key} = {_literal(value)} ({self.layers.get(key, 'default')})")
+        return [*lines, "configuration OK"]
+
+
+@dataclass
+class _Layers:
+    values: dict[str, Any] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)
+    env_names: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, data: Mapping[str, Any], layer: str) -> None:
+        for section, table in data.items():
+            if isinstance(table, Mapping) and isinstance(self.values.get(section, {}), dict):
+                target = self.values.setdefault(section, {})
+                for name, value in table.items():
+                    target[name] = value
+                    self.layers[f"{section}.{name}"] = layer
+            else:
+                self.values[section] = table
+                self.layers[section] = layer
+
+    def where(self, key: str) -> str:
+        """The layer that set `key` (for a whole table: the last layer that set a key in it)."""
+        layer = self.layers.get(key) or next(
+            (found for name, found in reversed(self.layers.items()) if name.startswith(f"{key}.")),
+            "default",
+        )
+        if layer == "env" and key in self.env_names:
+            return f"env {self.env_names[key]}"
+        return layer
+
+
+def load(path: Path = DEFAULT_CONFIG, environ: Mapping[str, str] | None = None) -> Loaded:
+    """Read the three layers, merge them key by key, validate; ConfigError lists every problem."""
+    env = dict(os.environ if environ is None else environ)
+    prefix = env.get("PREFIX") or DEFAULT_PREFIX
+    merged = _Layers()
+    base = _read_toml(path, merged.errors)
+    if base is not None:
+        merged.merge(base, "base")
+    secrets_path = Path(prefix) / "key" / "env.toml"
+    if secrets_path.exists():
+        mode = stat.S_IMODE(secrets_path.stat().st_mode)
+        if mode & 0o077:
+            merged.errors.append(
+                f"config error: secrets file {secrets_path} has mode {mode:04o}; it must not be "
+                f"accessible by group or others (chmod 600 {secrets_path})"
+            )
+        else:
+            secrets = _read_toml(secrets_path, merged.errors)
+            if secrets is not None:
+                merged.merge(secrets, "secrets")
+    merged.merge(_environment(env, merged), "env")
+    merged.errors.extend(_unknown_sections(env))
+
+    try:
+        settings = Settings.model_validate(merged.values)
+    except ValidationError as error:
+        merged.errors.extend(_describe(problem, merged) for problem in error.errors())
+        raise ConfigError(merged.errors) from None
+    if merged.errors:
+        raise ConfigError(merged.errors)
+    expanded = {name: value.replace("${PREFIX}", prefix) for name, value in settings.paths.model_dump().items()}
+    settings = settings.model_copy(update={"paths": Paths(**expanded)})
+    return Loaded(settings, {key: merged.layers.get(key, "default") for key in keys()})
+
+
+def _read_toml(path: Path, errors: list[str]) -> dict[str, Any] | None:
+    try:
+        path.read_bytes()
+    except OSError as error:
+        errors.append(f"config error: cannot read {path}: {error.strerror or error}")
+        return None
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path)()
+    except tomllib.TOMLDecodeError as error:
+        errors.append(f"config error: {path}: {error}")
+        return None
+
+
+def _environment(env: Mapping[str, str], merged: _Layers) -> dict[str, Any]:
+    """The env layer: `<SVC>_SECTION__KEY` variables, then RUST_LOG and APM_URL."""
+    data = _SectionVariables(env)()
+    for name in env:
+        section, _, key = name[len(about.ENV_PREFIX) :].lower().partition("__")
+        if name.upper().startswith(about.ENV_PREFIX) and key:
+            merged.env_names[f"{section}.{key}"] = name
+    if "RUST_LOG" in env:
+        data.setdefault("log", {})["filter"] = env["RUST_LOG"]
+        merged.env_names["log.filter"] = "RUST_LOG"
+    if env.get("APM_URL"):
+        data.setdefault("apm", {})["url"] = env["APM_URL"]
+        merged.env_names["apm.url"] = "APM_URL"
+    return data
+
+
+def _unknown_sections(env: Mapping[str, str]) -> list[str]:
+    """Variables shaped `<SVC>_SECTION__KEY` whose section does not exist (the env source skips them)."""
+    errors = []
+    for name in sorted(env):
+        section, _, key = name[len(about.ENV_PREFIX) :].lower().partition("__")
+        if name.upper().startswith(about.ENV_PREFIX) and key and section not in Settings.model_fields:
+            errors.append(
+                f"config error: {section}.{key} (env {name}): unknown key; "
+                f"allowed tables: {', '.join(Settings.model_fields)}"
+            )
+    return errors
+
+
+def _describe(problem: Mapping[str, Any], merged: _Layers) -> str:
+    """One pydantic error as `config error: <key> (<layer>): <what is wrong>; <what is allowed>`."""
+    loc = [str(part) for part in problem["loc"]]
+    key = ".".join(loc)
+    kind = problem["type"]
+    value = "[redacted]" if key in SECRET_KEYS else _literal(problem.get("input"))
+    where = f"config error: {key} ({merged.where(key)})"
+    if kind == "extra_forbidden" and len(loc) == 1:
+        return f"{where}: unknown key; allowed tables: {', '.join(Settings.model_fields)}"
+    section_keys = ", ".join(_section_model(loc[0]).model_fields)
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key; allowed keys of [{loc[0]}]: {section_keys}"
+    if len(loc) == 1:
+        return f"{where}: {value} is not a table; allowed keys of [{key}]: {section_keys}"
+    info = _section_model(loc[0]).model_fields.get(loc[1])
+    allowed = info.description if info is not None and info.description else "see cfg/config.toml"
+    if kind == "value_error":
+        wrong = str(problem.get("ctx", {}).get("error", problem["msg"]))
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
+        # A number from the env layer is still the variable's text: shown as written.
+        shown = problem.get("input")
+        wrong = f"{shown if isinstance(shown, str) else value} is out of range"
+    elif kind in ("int_parsing", "int_type", "int_from_float"):
+        wrong = f"{value} is not a whole number"
+    elif kind in ("float_parsing", "float_type"):
+        wrong = f"{value} is not a number"
+    elif kind in ("string_type", "string_sub_type"):
+        wrong = f"{value} is not a string"
+    else:
+        wrong = f"{value}: {problem['msg']}"
+    return f"{where}: {wrong}; {allowed}"
+
+
+def _literal(value: object) -> str:
+    """A value as a TOML literal (`9000`, `"127.0.0.1"`, `10.0`), secrets redacted."""
+    if isinstance(value, SecretStr):
+        return '"[redacted]"' if value.get_secret_value() else '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{name} = {_literal(item)}" for name, item in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(item) for item in value) + "]"
+    return json.dumps(str(value))

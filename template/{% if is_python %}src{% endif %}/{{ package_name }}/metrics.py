@@ -1,0 +1,105 @@
+"""Prometheus metrics: one registry per service instance, prefixed with the service's name.
+
+Label values come only from fixed sets: a route outside the known ones is `unknown`, a
+method outside the usual ones is `other`, so the number of series stays bounded whatever
+clients send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from . import about
+from .errors import Kind
+
+# The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROUTES = ("/.well-known/live", "/.well-known/ready", "/metrics")
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+# `_created` series double the count of series for no operational use.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Metrics:
+    """Every metric of the contract, registered in the instance's own registry."""
+
+    def __init__(self, version: str, commit: str | None) -> None:
+        self.registry = CollectorRegistry()
+        # Unprefixed `process_*` names, so that stock dashboards work.
+        ProcessCollector(registry=self.registry)
+        p = about.METRIC_PREFIX
+        build_info = Gauge(
+            f"{p}build_info",
+            "Always 1; the labels say which build is running.",
+            ["version", "commit", "flavour"],
+            registry=self.registry,
+        )
+        build_info.labels(version, commit or "unknown", about.FLAVOUR).set(1)
+        self.http_requests = Counter(
+            f"{p}http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            f"{p}errors_total", "Runs of the work that ended in an error, by kind.", ["kind"], registry=self.registry
+        )
+        for kind in Kind:
+            self.errors.labels(kind.value)
+        self.retries = Counter(f"{p}retries_total", "Retries of transient errors.", registry=self.registry)
+        self.heartbeat = Gauge(
+            f"{p}heartbeat_timestamp_seconds", "Unix time of the main loop's last heartbeat.", registry=self.registry
+        )
+        self.ready = Gauge(f"{p}ready", "1 while the service is ready to serve, else 0.", registry=self.registry)
+        self.degraded = Gauge(
+            f"{p}degraded", "1 while the work serves its last good value after an error, else 0.", registry=self.registry
+        )
+        self.work_latency = Gauge(
+            f"{p}work_latency_ewma_seconds",
+            "Latency of successful upstream calls, smoothed (EWMA, alpha 0.3).",
+            registry=self.registry,
+        )
+
+    def count_request(self, path: str, method: str, status: int) -> None:
+        route = path if path in ROUTES else "unknown"
+        method = method if method in METHODS else "other"
+        self.http_requests.labels(route, method, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """`GET /metrics`: the Prometheus text format."""
+        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    def middleware(self) -> Middleware:
+        """Counts every answer, including 404 and 405, under its bounded labels."""
+
+        @web.middleware
+        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as answer:
+                status = answer.status
+                raise
+            finally:
+                self.count_request(request.path, request.method, status)
+
+        return count
