@@ -1,0 +1,218 @@
+//! The service: build (take the PID file, prepare directories, bind), then run until a
+//! signal.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::from_fn;
+use axum::routing::get;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::health::{self, Health};
+use crate::heartbeat::Heartbeat;
+use crate::logging::LogFile;
+use crate::metrics::{self, Exporter, Handles};
+use crate::pidfile::{PidFile, PidFileError};
+use crate::sd_notify;
+use crate::shutdown::{self, Signal, Signals};
+use crate::work::{Upstream, Worker};
+
+/// Why the service could not start or stop cleanly: runtime errors, exit code 2.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    #[error("cannot create directory {path}: {source}")]
+    Directory { path: String, source: io::Error },
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("cannot write the heartbeat file: {0}")]
+    Heartbeat(io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    #[error("cannot build the upstream client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("shutdown overran its timeout of {0}s")]
+    ShutdownOverran(f64),
+    #[error("HTTP server failed: {0}")]
+    Serve(String),
+}
+
+/// How the service stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained in time: exit 0.
+    Clean,
+    /// A second SIGINT cut the drain short: exit 2.
+    Interrupted,
+}
+
+/// A built service: PID file held, directories ready, port bound, not serving yet.
+pub struct App {
+    settings: Settings,
+    listener: TcpListener,
+    addr: SocketAddr,
+    health: Arc<Health>,
+    heartbeat: Heartbeat,
+    worker: Arc<Worker>,
+    exporter: Exporter,
+    log_file: Option<LogFile>,
+    signals: Signals,
+    // Last field: dropped (the file removed) after everything else has stopped.
+    _pid_file: PidFile,
+}
+
+fn make_dir(path: &std::path::Path, mode: Option<u32>) -> Result<(), AppError> {
+    let error = |source| AppError::Directory { path: path.display().to_string(), source };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    if let Some(mode) = mode {
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
+    }
+    builder.create(path).map_err(error)
+}
+
+impl App {
+    /// Takes the PID file, creates the directories, binds (port 0 picks a free port).
+    ///
+    /// Must run inside the Tokio runtime (binding and signal handlers need it).
+    pub async fn build(settings: Settings, exporter: Exporter, log_file: Option<LogFile>) -> Result<Self, AppError> {
+        let signals = Signals::install().map_err(AppError::Signals)?;
+        let pid_file = PidFile::acquire(&settings.paths.pid_file)?;
+        // 0750: the service's group may read its data, others may not.
+        make_dir(&settings.paths.data_dir, Some(0o750))?;
+        make_dir(&settings.paths.tmp_dir, None)?;
+
+        let metrics = Handles::new();
+        let health = Health::new(settings.heartbeat_interval(), metrics.clone());
+        let heartbeat = Heartbeat::new(&settings.paths.heartbeat_file, health.clone(), metrics.clone());
+        heartbeat.beat().map_err(AppError::Heartbeat)?;
+
+        let upstream = Some(settings.work.upstream_url.clone()).filter(|u| !u.is_empty()).map(|url| Upstream {
+            url,
+            token: settings.work.token().map(secrecy::SecretString::from),
+        });
+        let worker =
+            Arc::new(Worker::new(upstream, settings.work_interval(), &settings.paths.data_dir, health.clone(), metrics)?);
+
+        let wanted = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener =
+            TcpListener::bind(&wanted).await.map_err(|source| AppError::Bind { addr: wanted.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: wanted, source })?;
+        tracing::info!(addr = %addr, "listening");
+        Ok(Self { settings, listener, addr, health, heartbeat, worker, exporter, log_file, signals, _pid_file: pid_file })
+    }
+
+    /// The bound address (the real port when `http.port = 0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid_file(&self) -> &std::path::Path {
+        self._pid_file.path()
+    }
+
+    /// The HTTP routes: health, metrics, and 404 for anything else, all counted.
+    pub fn router(health: Arc<Health>, exporter: Exporter) -> Router {
+        let health_routes = Router::new()
+            .route("/.well-known/live", get(health::live))
+            .route("/.well-known/ready", get(health::ready))
+            .with_state(health);
+        let metrics_route = Router::new().route("/metrics", get(metrics::serve)).with_state(exporter);
+        health_routes
+            .merge(metrics_route)
+            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+            .layer(from_fn(metrics::track))
+    }
+
+    /// Serves and beats until SIGTERM or SIGINT, then drains within the shutdown timeout.
+    pub async fn run_until_stopped(mut self) -> Result<Stopped, AppError> {
+        let (trigger, stop) = shutdown::channel();
+        let router = Self::router(self.health.clone(), self.exporter.clone());
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(self.listener, router).with_graceful_shutdown(server_stop.wait()).await
+        });
+        let max = usize::from(self.settings.work.max_concurrency);
+        let permits = Arc::new(Semaphore::new(max));
+        let scheduler = tokio::spawn(self.worker.clone().schedule(self.settings.work_interval(), permits.clone(), stop));
+
+        self.health.set_running();
+        tracing::info!("ready");
+        sd_notify::notify(sd_notify::READY);
+
+        let mut beats = tokio::time::interval(self.settings.heartbeat_interval());
+        beats.tick().await; // the first tick is immediate; build() already beat once
+        let signal = loop {
+            tokio::select! {
+                _ = beats.tick() => {
+                    if let Err(e) = self.heartbeat.beat() {
+                        tracing::error!(error = %e, "cannot write the heartbeat file");
+                    }
+                }
+                signal = self.signals.next() => match signal {
+                    Signal::Hangup => reopen_log(self.log_file.as_ref()),
+                    stop_signal => break stop_signal,
+                },
+            }
+        };
+
+        tracing::info!(signal = signal.name(), "shutting down");
+        self.health.start_draining();
+        sd_notify::notify(sd_notify::STOPPING);
+        trigger.fire();
+        let timeout = self.settings.shutdown_timeout();
+        let mut served = Ok(());
+        let drain = async {
+            let _ = scheduler.await;
+            // Every permit back means every in-flight run has finished.
+            let _ = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+            served = match server.await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        };
+        let outcome = tokio::select! {
+            result = shutdown::drain_within(drain, timeout) => result,
+            () = second_interrupt(&mut self.signals, self.log_file.as_ref()) => return Ok(Stopped::Interrupted),
+        };
+        match outcome {
+            Ok(()) => {
+                served.map_err(AppError::Serve)?;
+                tracing::info!("stopped");
+                Ok(Stopped::Clean)
+            }
+            Err(shutdown::Overran) => {
+                let timeout_secs = self.settings.shutdown.timeout_secs;
+                tracing::error!(timeout_secs, "CRITICAL shutdown overran its timeout");
+                Err(AppError::ShutdownOverran(timeout_secs))
+            }
+        }
+    }
+}
+
+/// Resolves on a SIGINT during the drain (the operator insists); meanwhile SIGHUP still
+/// reopens the log file and another SIGTERM changes nothing.
+async fn second_interrupt(signals: &mut Signals, log_file: Option<&LogFile>) {
+    loop {
+        match signals.next().await {
+            Signal::Interrupt => return,
+            Signal::Hangup => reopen_log(log_file),
+            Signal::Terminate => {}
+        }
+    }
+}
+
+fn reopen_log(log_file: Option<&LogFile>) {
+    if let Some(file) = log_file {
+        match file.reopen() {
+            Ok(()) => tracing::info!(path = %file.path().display(), "log file reopened"),
+            Err(e) => tracing::error!(path = %file.path().display(), error = %e, "cannot reopen the log file"),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The three kinds of error, each classified transient (retried) or persistent (counted and
+//! alerted on, never retried).
+
+use thiserror::Error;
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection, timeout, rate limit, unavailable: retried.
+    Transient,
+    /// Validation, auth, not found: counted, not retried.
+    Persistent,
+}
+
+impl ErrorKind {
+    /// The `kind` label and log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Persistent => "persistent",
+        }
+    }
+}
+
+/// Something that knows whether retrying it can help.
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+}
+
+/// Model validation failed.
+#[derive(Debug, Error)]
+pub enum DomainError {
+    #[error("malformed upstream answer: {0}")]
+    MalformedBody(String),
+}
+
+/// Business logic refused to go on.
+#[derive(Debug, Error)]
+pub enum ApplicationError {
+    #[error("upstream value not usable: {0}")]
+    Unprepared(String),
+}
+
+/// Network, RPC or storage failed.
+#[derive(Debug, Error)]
+pub enum InfrastructureError {
+    #[error("cannot connect to upstream: {0}")]
+    Connect(String),
+    #[error("upstream timed out after {0:.1}s")]
+    Timeout(f64),
+    #[error("upstream answered HTTP {0}")]
+    Status(u16),
+    #[error("upstream request failed: {0}")]
+    Request(String),
+    #[error("cannot store the last value: {0}")]
+    Storage(String),
+}
+
+impl Classify for DomainError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Persistent
+    }
+}
+
+impl Classify for ApplicationError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Persistent
+    }
+}
+
+impl Classify for InfrastructureError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            InfrastructureError::Connect(_) | InfrastructureError::Timeout(_) => ErrorKind::Transient,
+            // 408 Request Timeout, 429 Too Many Requests and 5xx may pass; other 4xx will not.
+            InfrastructureError::Status(code) if *code == 408 || *code == 429 || *code >= 500 => ErrorKind::Transient,
+            InfrastructureError::Request(_) => ErrorKind::Transient,
+            InfrastructureError::Status(_) | InfrastructureError::Storage(_) => ErrorKind::Persistent,
+        }
+    }
+}
+
+/// Any error of the example work.
+#[derive(Debug, Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Application(#[from] ApplicationError),
+    #[error(transparent)]
+    Infrastructure(#[from] InfrastructureError),
+}
+
+impl Classify for WorkError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            WorkError::Domain(e) => e.kind(),
+            WorkError::Application(e) => e.kind(),
+            WorkError::Infrastructure(e) => e.kind(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_the_contract_says() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(InfrastructureError::Status(code).kind(), ErrorKind::Transient, "{code}");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert_eq!(InfrastructureError::Status(code).kind(), ErrorKind::Persistent, "{code}");
+        }
+    }
+
+    #[test]
+    fn only_infrastructure_errors_can_be_transient() {
+        assert_eq!(WorkError::from(InfrastructureError::Timeout(1.0)).kind(), ErrorKind::Transient);
+        assert_eq!(WorkError::from(InfrastructureError::Connect("refused".into())).kind(), ErrorKind::Transient);
+        assert_eq!(WorkError::from(DomainError::MalformedBody("x".into())).kind(), ErrorKind::Persistent);
+        assert_eq!(WorkError::from(ApplicationError::Unprepared("x".into())).kind(), ErrorKind::Persistent);
+        assert_eq!(ErrorKind::Persistent.as_str(), "persistent");
+    }
+}

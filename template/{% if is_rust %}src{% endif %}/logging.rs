@@ -1,0 +1,281 @@
+//! Logging: one line per event, the same bytes on stderr and in the log file.
+//!
+//! `Nov 05 15:30:45.234 INFO listening addr=127.0.0.1:8080`: UTC time with English month
+//! names, the level, the message, then `key=value` pairs. The log file is opened in append
+//! mode and reopened on SIGHUP, so that logrotate loses no line.
+
+use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use time::OffsetDateTime;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, ParseError};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer, Registry};
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Parses a filter in `RUST_LOG` syntax (`info`, `module::path=debug,info`).
+pub fn parse_filter(text: &str) -> Result<EnvFilter, ParseError> {
+    EnvFilter::builder().parse(text)
+}
+
+/// `Nov 05 15:30:45.234`, always UTC, month names in English whatever the locale.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let month = MONTHS[usize::from(u8::from(at.month())) - 1];
+    format!(
+        "{month} {:02} {:02}:{:02}:{:02}.{:03}",
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Writes a pair's value, quoted when it is empty or holds a space, `=`, `"` or a control
+/// character; inside quotes `\"`, `\\`, `\n`, `\t` are escaped.
+pub fn write_value(out: &mut String, value: &str) {
+    let needs_quotes =
+        value.is_empty() || value.chars().any(|c| c == ' ' || c == '=' || c == '"' || c.is_control());
+    if !needs_quotes {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Collects an event's message and its `key=value` pairs.
+#[derive(Default)]
+struct Pairs {
+    message: String,
+    pairs: String,
+}
+
+impl Visit for Pairs {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.pairs.push(' ');
+            self.pairs.push_str(field.name());
+            self.pairs.push('=');
+            write_value(&mut self.pairs, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+/// The contract's line format.
+pub struct LineFormat;
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut fields = Pairs::default();
+        event.record(&mut fields);
+        let level = event.metadata().level();
+        let stamp = timestamp(OffsetDateTime::now_utc());
+        writeln!(writer, "{stamp} {level} {}{}", fields.message, fields.pairs)
+    }
+}
+
+/// The log file, shared by every writer and swapped in place on SIGHUP.
+#[derive(Clone)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl LogFile {
+    /// Opens (appending) the log file, creating its directory if missing.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = Self::open_file(path)?;
+        Ok(Self { path: path.to_path_buf(), file: Arc::new(Mutex::new(file)) })
+    }
+
+    fn open_file(path: &Path) -> io::Result<File> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the path again (after logrotate moved the old file away).
+    pub fn reopen(&self) -> io::Result<()> {
+        let fresh = Self::open_file(&self.path)?;
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner).write_all(line)
+    }
+}
+
+/// Where lines go: stderr and the log file (either may be left out, e.g. in tests).
+#[derive(Clone)]
+pub struct Sink {
+    stderr: bool,
+    file: Option<LogFile>,
+}
+
+impl Sink {
+    pub fn new(stderr: bool, file: Option<LogFile>) -> Self {
+        Self { stderr, file }
+    }
+}
+
+/// A writer for one event: the formatter hands it one whole line in one `write_all`.
+pub struct SinkWriter<'a> {
+    sink: &'a Sink,
+}
+
+impl Write for SinkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.sink.stderr {
+            // A full stderr (closed pipe) must not stop the file from getting the line.
+            let _ = io::stderr().lock().write_all(buf);
+        }
+        if let Some(file) = &self.sink.file {
+            file.write_line(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Sink {
+    type Writer = SinkWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SinkWriter { sink: self }
+    }
+}
+
+/// A layer that any other module may add (OpenTelemetry export, for one).
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Installs the global subscriber: `filter` (already validated) decides what reaches `sink`.
+pub fn init(filter: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), String> {
+    let filter = parse_filter(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let lines = tracing_subscriber::fmt::layer()
+        .event_format(LineFormat)
+        .with_writer(sink)
+        .with_filter(filter)
+        .boxed();
+    let mut layers: Vec<ExtraLayer> = vec![lines];
+    layers.extend(extra);
+    tracing::subscriber::set_global_default(Registry::default().with(layers)).map_err(|e| e.to_string())
+}
+
+/// Logs a panic as `CRITICAL uncaught error` and exits with `exit_code`, whichever thread
+/// panicked (Tokio would otherwise catch a task's panic and keep running without it).
+pub fn install_panic_hook(exit_code: i32) {
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        let error = match info.location() {
+            Some(at) => format!("{message} at {}:{}", at.file(), at.line()),
+            None => message.to_string(),
+        };
+        tracing::error!(error = %error, "CRITICAL uncaught error");
+        std::process::exit(exit_code);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn quoted(value: &str) -> String {
+        let mut out = String::new();
+        write_value(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn timestamp_is_utc_with_english_month() {
+        assert_eq!(timestamp(datetime!(2026-11-05 15:30:45.234 UTC)), "Nov 05 15:30:45.234");
+        assert_eq!(timestamp(datetime!(2026-01-09 03:04:05.006 UTC)), "Jan 09 03:04:05.006");
+    }
+
+    #[test]
+    fn values_are_quoted_only_when_needed() {
+        assert_eq!(quoted("balance"), "balance");
+        assert_eq!(quoted("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(quoted(""), "\"\"");
+        assert_eq!(quoted("two words"), "\"two words\"");
+        assert_eq!(quoted("a=b"), "\"a=b\"");
+        assert_eq!(quoted("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
+        assert_eq!(quoted("line\nnext\tcol"), "\"line\\nnext\\tcol\"");
+    }
+
+    #[test]
+    fn lines_reach_the_file_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log/svc.log");
+        let file = LogFile::open(&path).unwrap();
+        let sink = Sink::new(false, Some(file.clone()));
+        let subscriber = Registry::default()
+            .with(tracing_subscriber::fmt::layer().event_format(LineFormat).with_writer(sink));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(key = "account", value = "two words", "Liquidating stake");
+            std::fs::rename(&path, dir.path().join("log/svc.log.1")).unwrap();
+            file.reopen().unwrap();
+            tracing::warn!(n = 3, "after rotation");
+        });
+        let rotated = std::fs::read_to_string(dir.path().join("log/svc.log.1")).unwrap();
+        let line = rotated.lines().next().unwrap();
+        assert!(line.ends_with(" INFO Liquidating stake key=account value=\"two words\""), "{line}");
+        assert_eq!(line.len(), "Nov 05 15:30:45.234".len() + " INFO Liquidating stake key=account value=\"two words\"".len());
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(fresh.ends_with(" WARN after rotation n=3\n"), "{fresh}");
+    }
+
+    #[test]
+    fn filters_use_rust_log_syntax() {
+        assert!(parse_filter("info").is_ok());
+        assert!(parse_filter("my_crate::work=debug,info").is_ok());
+        assert!(parse_filter("a=b=c").is_err());
+    }
+}
