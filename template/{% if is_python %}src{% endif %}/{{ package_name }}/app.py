@@ -63,7 +63,9 @@ class App:
         with shutdown.signals(on_hangup=self._reopen_logs) as signals:
             beats = asyncio.create_task(
                 heartbeat.beat_forever(
-                    Path(self.settings.paths.heartbeat_file), self.settings.heartbeat.interval_secs, self._on_beat
+                    Path(self.settings.paths.heartbeat_file),
+                    self.settings.heartbeat.interval_secs,
+                    self._on_beat,
                 )
             )
             runs = asyncio.create_task(self.worker.run_periodically(signals.stop))
@@ -86,7 +88,10 @@ class App:
                         await self.worker.drain()
                         await self.runner.cleanup()
                 except TimeoutError:
-                    log.error("CRITICAL shutdown overran its timeout", timeout_secs=self.settings.shutdown.timeout_secs)
+                    log.error(
+                        "CRITICAL shutdown overran its timeout",
+                        timeout_secs=self.settings.shutdown.timeout_secs,
+                    )
                     return EXIT_RUNTIME
                 return EXIT_OK
             finally:

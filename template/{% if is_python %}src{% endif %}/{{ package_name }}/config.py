@@ -60,7 +60,7 @@ def _host(value: str) -> str:
         ipaddress.ip_address(value)
     except ValueError:
         if not _HOST_NAME.match(value):
-            raise ValueError(f"{_literal(value)} is not an IP address or host name") from None
+            raise ValueError(f"{toml_literal(value)} is not an IP address or host name") from None
     return value
 
 
@@ -74,7 +74,7 @@ def _optional_url(value: str) -> str:
         try:
             _URL.validate_python(value)
         except ValidationError:
-            raise ValueError(f"{_literal(value)} is not an http(s) URL") from None
+            raise ValueError(f"{toml_literal(value)} is not an http(s) URL") from None
     return value
 
 
@@ -99,7 +99,9 @@ class _Section(BaseModel):
 
 class Http(_Section):
     host: Host = Field(default="127.0.0.1", description="allowed an IP address or host name")
-    port: int = Field(default=about.DEFAULT_PORT, ge=0, le=65535, description="allowed 1-65535 (0 picks a free port)")
+    port: int = Field(
+        default=about.DEFAULT_PORT, ge=0, le=65535, description="allowed 1-65535 (0 picks a free port)"
+    )
 
 
 class Log(_Section):
@@ -202,7 +204,7 @@ class Loaded:
         for key in keys():
             section, name = key.split(".")
             value = getattr(getattr(self.settings, section), name)
-            lines.append(f"{key} = {_literal(value)} ({self.layers.get(key, 'default')})")
+            lines.append(f"{key} = {toml_literal(value)} ({self.layers.get(key, 'default')})")
         return [*lines, "configuration OK"]
 
 
@@ -265,7 +267,9 @@ def load(path: Path = DEFAULT_CONFIG, environ: Mapping[str, str] | None = None) 
         raise ConfigError(merged.errors) from None
     if merged.errors:
         raise ConfigError(merged.errors)
-    expanded = {name: value.replace("${PREFIX}", prefix) for name, value in settings.paths.model_dump().items()}
+    expanded = {
+        name: value.replace("${PREFIX}", prefix) for name, value in settings.paths.model_dump().items()
+    }
     settings = settings.model_copy(update={"paths": Paths(**expanded)})
     return Loaded(settings, {key: merged.layers.get(key, "default") for key in keys()})
 
@@ -317,7 +321,7 @@ def _describe(problem: Mapping[str, Any], merged: _Layers) -> str:
     loc = [str(part) for part in problem["loc"]]
     key = ".".join(loc)
     kind = problem["type"]
-    value = "[redacted]" if key in SECRET_KEYS else _literal(problem.get("input"))
+    value = "[redacted]" if key in SECRET_KEYS else toml_literal(problem.get("input"))
     where = f"config error: {key} ({merged.where(key)})"
     if kind == "extra_forbidden" and len(loc) == 1:
         return f"{where}: unknown key; allowed tables: {', '.join(Settings.model_fields)}"
@@ -345,7 +349,7 @@ def _describe(problem: Mapping[str, Any], merged: _Layers) -> str:
     return f"{where}: {wrong}; {allowed}"
 
 
-def _literal(value: object) -> str:
+def toml_literal(value: object) -> str:
     """A value as a TOML literal (`9000`, `"127.0.0.1"`, `10.0`), secrets redacted."""
     if isinstance(value, SecretStr):
         return '"[redacted]"' if value.get_secret_value() else '""'
@@ -362,7 +366,7 @@ def _literal(value: object) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{name} = {_literal(item)}" for name, item in value.items()) + " }"
+        return "{ " + ", ".join(f"{name} = {toml_literal(item)}" for name, item in value.items()) + " }"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_literal(item) for item in value) + "]"
+        return "[" + ", ".join(toml_literal(item) for item in value) + "]"
     return json.dumps(str(value))

@@ -97,7 +97,9 @@ class LineFormatter(std_logging.Formatter):
 
     def format(self, record: std_logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC)
-        level = _LEVEL_NAMES.get(record.levelno) or ("ERROR" if record.levelno > std_logging.ERROR else "TRACE")
+        level = _LEVEL_NAMES.get(record.levelno) or (
+            "ERROR" if record.levelno > std_logging.ERROR else "TRACE"
+        )
         line = (
             f"{_MONTHS[stamp.month - 1]} {stamp.day:02d} {stamp.hour:02d}:{stamp.minute:02d}:"
             f"{stamp.second:02d}.{int(record.msecs):03d} {level} {record.getMessage()}"
@@ -180,13 +182,17 @@ def apply_filter(log_filter: LogFilter) -> None:
 
 
 @contextmanager
-def logs(log_filter: LogFilter, log_file: Path | None = None, stream: IO[str] | None = None) -> Iterator[LogSink]:
+def logs(
+    log_filter: LogFilter, log_file: Path | None = None, stream: IO[str] | None = None
+) -> Iterator[LogSink]:
     """Send every log line to `stream` (default stderr) and append it to `log_file`.
 
     The stream is injectable so that tests can capture or silence it.
     """
     formatter = LineFormatter()
-    handlers: list[std_logging.Handler] = [std_logging.StreamHandler(stream if stream is not None else sys.stderr)]
+    handlers: list[std_logging.Handler] = [
+        std_logging.StreamHandler(stream if stream is not None else sys.stderr)
+    ]
     file_handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

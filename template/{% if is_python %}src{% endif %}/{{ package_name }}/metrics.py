@@ -56,17 +56,26 @@ class Metrics:
             registry=self.registry,
         )
         self.errors = Counter(
-            f"{p}errors_total", "Runs of the work that ended in an error, by kind.", ["kind"], registry=self.registry
+            f"{p}errors_total",
+            "Runs of the work that ended in an error, by kind.",
+            ["kind"],
+            registry=self.registry,
         )
         for kind in Kind:
             self.errors.labels(kind.value)
         self.retries = Counter(f"{p}retries_total", "Retries of transient errors.", registry=self.registry)
         self.heartbeat = Gauge(
-            f"{p}heartbeat_timestamp_seconds", "Unix time of the main loop's last heartbeat.", registry=self.registry
+            f"{p}heartbeat_timestamp_seconds",
+            "Unix time of the main loop's last heartbeat.",
+            registry=self.registry,
         )
-        self.ready = Gauge(f"{p}ready", "1 while the service is ready to serve, else 0.", registry=self.registry)
+        self.ready = Gauge(
+            f"{p}ready", "1 while the service is ready to serve, else 0.", registry=self.registry
+        )
         self.degraded = Gauge(
-            f"{p}degraded", "1 while the work serves its last good value after an error, else 0.", registry=self.registry
+            f"{p}degraded",
+            "1 while the work serves its last good value after an error, else 0.",
+            registry=self.registry,
         )
         self.work_latency = Gauge(
             f"{p}work_latency_ewma_seconds",

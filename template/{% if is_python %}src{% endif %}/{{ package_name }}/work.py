@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from .errors import DomainError, InfrastructureError, classify, http_status_kind
 from .health import Health
 from .logging import get_logger
 from .metrics import Metrics
-from .retry import with_retries
+from .retry import DELAYS, with_retries
 
 log = get_logger(__name__)
 
@@ -105,7 +105,9 @@ class LastGoodStore:
 
     def save(self, last: LastGood) -> None:
         temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text(json.dumps({"value": last.value, "fetched_at": last.fetched_at}), encoding="utf-8")
+        temporary.write_text(
+            json.dumps({"value": last.value, "fetched_at": last.fetched_at}), encoding="utf-8"
+        )
         os.replace(temporary, self.path)
 
 
@@ -127,7 +129,9 @@ class Upstream:
                     )
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise InfrastructureError(f"cannot reach upstream: {type(error).__name__} {error}".strip()) from error
+            raise InfrastructureError(
+                f"cannot reach upstream: {type(error).__name__} {error}".strip()
+            ) from error
         try:
             return json.loads(text)
         except ValueError:
@@ -145,6 +149,7 @@ class Worker:
         metrics: Metrics,
         health: Health,
         span: SpanFactory = no_span,
+        retry_delays: Sequence[float] = DELAYS,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
@@ -152,6 +157,7 @@ class Worker:
         self._metrics = metrics
         self._health = health
         self._span = span
+        self._retry_delays = retry_delays
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         self._runs: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -165,7 +171,7 @@ class Worker:
             return
         with self._span("work.run"):
             try:
-                body = await with_retries(self._attempt, self._count_retry)
+                body = await with_retries(self._attempt, self._count_retry, self._retry_delays)
                 prepared = prepare(body)
                 if isinstance(prepared, Unprepared):
                     raise DomainError(prepared.reason)
