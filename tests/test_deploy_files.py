@@ -1,0 +1,303 @@
+"""The generated deploy files, each checked by its ecosystem's validator."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from deploy_renders import COMBOS, answers, combos, rendered, tool, validate
+
+SYSTEMD = combos(target="systemd") + combos(target="ansible")
+MAX_EXPOSURE = 1.5
+
+
+def test_every_target_is_covered_with_both_flavours() -> None:
+    for target in ("systemd", "ansible", "kubernetes", "container"):
+        assert {answers(c)["flavour"] for c in combos(target=target)} == {"python", "rust"}, target
+    bare = rendered("python-none-none")
+    assert sorted(p.name for p in (bare / "deploy").iterdir()) == ["grafana", "prometheus"]
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_deploy_files_exist_only_for_the_chosen_targets(combo: str) -> None:
+    root, chosen = rendered(combo), answers(combo)["deploy_targets"]
+    name = answers(combo)["project_name"]
+    unit = "systemd" in chosen or "ansible" in chosen
+    assert (root / "deploy" / "systemd" / f"{name}.service").exists() == unit
+    assert (root / "deploy" / "logrotate" / name).exists() == unit
+    assert (root / "deploy" / "ansible").exists() == ("ansible" in chosen)
+    assert (root / "deploy" / "kubernetes").exists() == ("kubernetes" in chosen)
+    assert (root / "deploy" / "container" / "Containerfile").exists() == ("container" in chosen)
+    assert (root / ".dockerignore").exists() == ("container" in chosen)
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_every_yaml_file_is_yamllint_clean(combo: str) -> None:
+    validate(["yamllint", "--strict", "-c", ".yamllint.yml", "deploy"], rendered(combo))
+
+
+# ---------------------------------------------------------------------- systemd
+def _verify_root(tmp_path: Path, unit: Path, executable: str | None) -> Path:
+    """A minimal root for `systemd-analyze verify --root`: the host's units, kill, and the service binary."""
+    root = tmp_path / "root"
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    (root / "usr" / "lib" / "systemd").mkdir(parents=True)
+    (root / "usr" / "bin").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr" / "lib" / "systemd" / "system", symlinks=True)
+    shutil.copy2("/usr/bin/kill", root / "usr" / "bin" / "kill")
+    (root / "bin").symlink_to("usr/bin")
+    (root / "lib").symlink_to("usr/lib")
+    shutil.copy2(unit, root / "etc" / "systemd" / "system" / unit.name)
+    if executable:
+        stub = root / executable.lstrip("/")
+        stub.parent.mkdir(parents=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+    return root
+
+
+def _unit(combo: str) -> Path:
+    return rendered(combo) / "deploy" / "systemd" / f"{answers(combo)['project_name']}.service"
+
+
+def _directives(unit: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_verify_has_no_warning(combo: str, tmp_path: Path) -> None:
+    unit = _unit(combo)
+    exec_start = _directives(unit)["ExecStart"][0].split()[0]
+    # the binary must exist for verify: a stub at the unit's own path, inside a scratch root
+    root = _verify_root(tmp_path, unit, exec_start)
+    proc = validate(["systemd-analyze", "verify", f"--root={root}", unit.name], tmp_path)
+    assert proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    # the same check fails without the binary: the scratch root is really what verify reads
+    (root / exec_start.lstrip("/")).unlink()
+    missing = validate(["systemd-analyze", "verify", f"--root={root}", unit.name], tmp_path, expect_ok=False)
+    assert "is not executable" in missing.stderr
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_security_exposure_is_low(combo: str) -> None:
+    unit = _unit(combo)
+    proc = validate(["systemd-analyze", "security", "--offline=yes", str(unit)], unit.parent)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    assert match, proc.stdout
+    assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_unit_follows_the_contract(combo: str) -> None:
+    root, name = rendered(combo), answers(combo)["project_name"]
+    d = _directives(_unit(combo))
+    config = tomllib.loads((root / "cfg" / "config.toml").read_text())
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"] and d["Restart"] == ["on-failure"]
+    assert float(d["WatchdogSec"][0].rstrip("s")) >= 3 * config["heartbeat"]["interval_secs"]
+    assert float(d["TimeoutStopSec"][0].rstrip("s")) > config["shutdown"]["timeout_secs"]
+    assert d["WorkingDirectory"] == [f"/srv/app/{name}"]
+    assert d["Environment"] == ["PREFIX=/srv"]
+    assert d["User"] == [name]
+    binary = ".venv/bin" if answers(combo)["flavour"] == "python" else "bin"
+    assert d["ExecStart"] == [f"/srv/app/{name}/{binary}/{name} run --config cfg/config.toml"]
+    writable = d["ReadWritePaths"][0].split()
+    assert sorted(writable) == sorted(["/srv/run", f"/srv/data/{name}", f"/srv/app/{name}/log", f"/srv/app/{name}/tmp"])
+
+
+# ---------------------------------------------------------------------- logrotate
+def _logrotate_rules(combo: str) -> str:
+    return (rendered(combo) / "deploy" / "logrotate" / answers(combo)["project_name"]).read_text()
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_logrotate_rules_signal_through_the_pid_file(combo: str, tmp_path: Path) -> None:
+    name, text = answers(combo)["project_name"], _logrotate_rules(combo)
+    assert f"/srv/app/{name}/log/{name}.log {{" in text
+    assert "copytruncate" not in re.sub(r"#.*", "", text)
+    assert f"pidfile=/srv/run/{name}.pid" in text and 'kill -HUP "$(cat "$pidfile")"' in text
+    # logrotate -d: the service user does not exist on this machine, so it is replaced by root
+    rules = tmp_path / name
+    rules.write_text(text.replace(f"su {name} {name}", "su root root"))
+    rules.chmod(0o644)
+    proc = validate(["logrotate", "-d", "-s", str(tmp_path / "state"), str(rules)], tmp_path)
+    assert "error" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_logrotate_postrotate_is_shellcheck_clean(combo: str, tmp_path: Path) -> None:
+    text = _logrotate_rules(combo)
+    script = text.split("postrotate", 1)[1].split("endscript", 1)[0]
+    path = tmp_path / "postrotate.sh"
+    path.write_text("#!/bin/sh\n" + script)
+    validate(["shellcheck", str(path)], tmp_path)
+
+
+# ---------------------------------------------------------------------- kubernetes
+def _kustomize(root: Path, tmp_path: Path) -> list[Path]:
+    """Render the example overlay with kubectl's kustomize; one file per manifest."""
+    overlay = root / "deploy" / "kubernetes" / "overlays" / "example"
+    out = validate(["kubectl", "kustomize", str(overlay)], root).stdout
+    files = []
+    for index, doc in enumerate(yaml.safe_load_all(out)):
+        path = tmp_path / f"{index}-{doc['kind']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        files.append(path)
+    return files
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
+@pytest.mark.parametrize("combo", combos(target="kubernetes"))
+def test_kubernetes_manifests_validate_strictly(combo: str, tmp_path: Path) -> None:
+    root, name = rendered(combo), answers(combo)["project_name"]
+    files = _kustomize(root, tmp_path)
+    kinds = sorted(p.name.split("-", 1)[1] for p in files)
+    assert kinds == ["ConfigMap.yaml", "Deployment.yaml", "Namespace.yaml", "PodDisruptionBudget.yaml", "Service.yaml"]
+    for path in files:
+        validate(["kubernetes-validate", "--strict", str(path)], tmp_path)
+    # strict really rejects an unknown field
+    bad = tmp_path / "bad.yaml"
+    deployment = yaml.safe_load((tmp_path / "3-Deployment.yaml").read_text()) if (tmp_path / "3-Deployment.yaml").exists() \
+        else next(yaml.safe_load(p.read_text()) for p in files if p.name.endswith("Deployment.yaml"))
+    deployment["spec"]["replicaz"] = 2
+    bad.write_text(yaml.safe_dump(deployment))
+    validate(["kubernetes-validate", "--strict", str(bad)], tmp_path, expect_ok=False)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
+@pytest.mark.parametrize("combo", combos(target="kubernetes"))
+def test_kubernetes_deployment_keeps_the_contract(combo: str, tmp_path: Path) -> None:
+    root, name, port = rendered(combo), answers(combo)["project_name"], answers(combo)["http_port"]
+    docs = {p.name.split("-", 1)[1][:-5]: yaml.safe_load(p.read_text()) for p in _kustomize(root, tmp_path)}
+    config = tomllib.loads((root / "cfg" / "config.toml").read_text())
+    spec = docs["Deployment"]["spec"]
+    pod = spec["template"]["spec"]
+    (main,) = pod["containers"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert pod["terminationGracePeriodSeconds"] > config["shutdown"]["timeout_secs"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert main["livenessProbe"]["httpGet"]["path"] == "/.well-known/live"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/.well-known/ready"
+    assert main["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in (f"/srv/app/{name}/log", f"/srv/app/{name}/tmp", "/srv/run", f"/srv/data/{name}", "/srv/key"):
+        assert "emptyDir" in volumes[mounts[path]], path
+    assert volumes[mounts[f"/srv/app/{name}/cfg"]]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    assert docs["ConfigMap"]["data"]["config.toml"] == (root / "cfg" / "config.toml").read_text()
+    secret = next(v for v in pod["volumes"] if "secret" in v)["secret"]
+    assert secret["secretName"] == f"{name}-secrets" and secret["defaultMode"] in (0o400, 0o440, 0o600)
+    # the init container puts the secrets at ${PREFIX}/key/env.toml with mode 0600
+    (init,) = pod["initContainers"]
+    assert "install -m 0600" in init["command"][-1] and "/srv/key/env.toml" in init["command"][-1]
+    env = {e["name"]: e["value"] for e in main["env"]}
+    assert env["PREFIX"] == "/srv"
+    assert docs["PodDisruptionBudget"]["spec"]["selector"] == spec["selector"]
+    assert docs["Service"]["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("combo", combos(target="kubernetes"))
+def test_kubernetes_config_is_the_projects_config(combo: str) -> None:
+    root = rendered(combo)
+    base = root / "deploy" / "kubernetes" / "base" / "config.toml"
+    assert base.read_text() == (root / "cfg" / "config.toml").read_text()
+
+
+# ---------------------------------------------------------------------- container
+@pytest.mark.parametrize("combo", combos(target="container"))
+def test_containerfile_is_hadolint_clean(combo: str) -> None:
+    root = rendered(combo)
+    validate(["hadolint", "deploy/container/Containerfile"], root)
+
+
+@pytest.mark.parametrize("combo", combos(target="container"))
+def test_containerfile_builds_from_files_the_project_has(combo: str, tmp_path: Path) -> None:
+    # No container engine runs here: check what the build would read and run.
+    root, name = rendered(combo), answers(combo)["project_name"]
+    text = (root / "deploy" / "container" / "Containerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assert len(stages) == 2, "a build stage and a small run stage"
+    assert all(":" in image and not image.endswith(":latest") for image in stages)
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE):
+        *sources, _ = line.split()
+        for source in sources:
+            assert (root / source).exists(), f"COPY {source}: not in the generated project"
+    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
+    assert f"EXPOSE {answers(combo)['http_port']}" in text
+    assert re.search(r"^HEALTHCHECK ", text, re.MULTILINE)
+    assert f'ENTRYPOINT ["{name}"]' in text
+    ignored = (root / ".dockerignore").read_text().split()
+    assert ".git" in ignored and (".venv" in ignored if answers(combo)["flavour"] == "python" else "target" in ignored)
+    # the RUN scripts are shell: shellcheck them
+    for index, script in enumerate(re.findall(r"^RUN ((?:.*\\\n)*.*)$", text, re.MULTILINE)):
+        path = tmp_path / f"run{index}.sh"
+        path.write_text("#!/bin/sh\n" + script + "\n")
+        validate(["shellcheck", str(path)], tmp_path)
+
+
+# ---------------------------------------------------------------------- ansible
+def _ansible_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "HOME": str(tmp_path)}
+
+
+@pytest.mark.parametrize("combo", combos(target="ansible"))
+def test_ansible_syntax_and_lint(combo: str, tmp_path: Path) -> None:
+    playbooks = rendered(combo) / "deploy" / "ansible"
+    work = tmp_path / "ansible"
+    shutil.copytree(playbooks, work)
+    shutil.copy2(rendered(combo) / ".yamllint.yml", work / ".yamllint.yml")
+    proc = subprocess.run([tool("ansible-playbook"), "--syntax-check", "-i", "inventory.example.yml", "deploy.yml"],
+                          cwd=work, env=_ansible_env(tmp_path), text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lint = subprocess.run([tool("ansible-lint"), "--offline", "--profile", "production", "."],
+                          cwd=work, env=_ansible_env(tmp_path), text=True, capture_output=True, timeout=600)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Profile 'production' was required, and it passed" in lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("combo", combos(target="ansible"))
+def test_ansible_templates_render_the_deploy_files(combo: str) -> None:
+    """The role's unit and logrotate templates give the files of deploy/ for PREFIX=/srv."""
+    root, name = rendered(combo), answers(combo)["project_name"]
+    templates = root / "deploy" / "ansible" / "roles" / "service" / "templates"
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    values = {"service_workdir": f"/srv/app/{name}", "service_prefix": "/srv", "service_user": name, "service_group": name}
+    unit = env.from_string((templates / "service.j2").read_text()).render(values)
+    rules = env.from_string((templates / "logrotate.j2").read_text()).render(values)
+    assert unit.strip() in (root / "deploy" / "systemd" / f"{name}.service").read_text()
+    assert rules.strip() in (root / "deploy" / "logrotate" / name).read_text()
+
+
+@pytest.mark.parametrize("combo", combos(target="ansible"))
+def test_ansible_playbook_rolls_one_host_at_a_time_and_waits_for_ready(combo: str) -> None:
+    ansible = rendered(combo) / "deploy" / "ansible"
+    (play,) = yaml.safe_load((ansible / "deploy.yml").read_text())
+    assert play["serial"] == 1 and play["max_fail_percentage"] == 0
+    tasks = yaml.safe_load((ansible / "roles" / "service" / "tasks" / "main.yml").read_text())
+    modules = {key for task in tasks for key in task if key.startswith("ansible.")}
+    inner = [t for task in tasks for t in task.get("block", [])]
+    modules |= {key for task in inner for key in task if key.startswith("ansible.")}
+    assert all(module.startswith("ansible.builtin.") for module in modules), modules
+    (wait,) = [t for t in inner if "ansible.builtin.uri" in t]
+    assert wait["ansible.builtin.uri"]["url"] == "{{ service_ready_url }}" and wait["retries"]
+    defaults = yaml.safe_load((ansible / "roles" / "service" / "defaults" / "main.yml").read_text())
+    assert defaults["service_ready_url"].endswith("/.well-known/ready")
+    group_vars = yaml.safe_load((ansible / "group_vars" / "all" / "service.yml").read_text())
+    assert group_vars == {"service_name": answers(combo)["project_name"], "service_flavour": answers(combo)["flavour"],
+                          "service_http_port": answers(combo)["http_port"]}
