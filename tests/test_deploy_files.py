@@ -301,3 +301,47 @@ def test_ansible_playbook_rolls_one_host_at_a_time_and_waits_for_ready(combo: st
     group_vars = yaml.safe_load((ansible / "group_vars" / "all" / "service.yml").read_text())
     assert group_vars == {"service_name": answers(combo)["project_name"], "service_flavour": answers(combo)["flavour"],
                           "service_http_port": answers(combo)["http_port"]}
+
+
+# ---------------------------------------------------------------------- README
+INCLUDE = "{% include 'includes/readme-deploy.md.jinja' %}"
+
+
+@pytest.fixture(scope="module")
+def readme_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template, with the deploy sections included in README.md.jinja (as the marker line asks)."""
+    from helpers import TEMPLATE  # noqa: PLC0415
+
+    copy = tmp_path_factory.mktemp("readme") / "plumbline"
+    shutil.copytree(TEMPLATE, copy, ignore=shutil.ignore_patterns(".git", ".cache", "__pycache__", "bench"))
+    readme = copy / "template" / "README.md.jinja"
+    text = readme.read_text()
+    if INCLUDE not in text:
+        text = text.replace("<!-- deploy sections -->", INCLUDE) if "<!-- deploy sections -->" in text \
+            else text + "\n" + INCLUDE + "\n"
+        readme.write_text(text)
+    return copy
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_readme_deploy_sections_point_at_files_the_project_has(readme_template: Path, tmp_path: Path,
+                                                               combo: str) -> None:
+    from copier import run_copy  # noqa: PLC0415
+
+    from helpers import DEFAULTS  # noqa: PLC0415
+
+    root = tmp_path / "project"
+    # Copier resolves includes from the template's root (the repository), not from template/
+    run_copy(str(readme_template), str(root), data={**DEFAULTS, **COMBOS[combo]}, defaults=True, unsafe=True,
+             quiet=True)
+    readme = (root / "README.md").read_text()
+    chosen = answers(combo)["deploy_targets"]
+    assert "## Deployment checklist" in readme
+    for heading, target in (("### systemd", "systemd"), ("### Ansible", "ansible"),
+                            ("### Kubernetes", "kubernetes"), ("### Container image", "container")):
+        wanted = target in chosen or (target == "systemd" and "ansible" in chosen)
+        assert (heading in readme) == wanted, heading
+    for area in ("configuration", "logging", "monitoring", "storage", "security", "operations"):
+        assert f"| {area} |" in readme, area
+    for path in set(re.findall(r"`((?:deploy|\.github|cfg)/[^`\s]*|\.gitlab-ci\.yml)`", readme)):
+        assert (root / path).exists(), f"README points at {path}, which the project does not have"
