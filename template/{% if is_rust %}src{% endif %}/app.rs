@@ -68,7 +68,10 @@ pub struct App {
 }
 
 fn make_dir(path: &std::path::Path, mode: Option<u32>) -> Result<(), AppError> {
-    let error = |source| AppError::Directory { path: path.display().to_string(), source };
+    let error = |source| AppError::Directory {
+        path: path.display().to_string(),
+        source,
+    };
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     if let Some(mode) = mode {
@@ -81,7 +84,11 @@ impl App {
     /// Takes the PID file, creates the directories, binds (port 0 picks a free port).
     ///
     /// Must run inside the Tokio runtime (binding and signal handlers need it).
-    pub async fn build(settings: Settings, exporter: Exporter, log_file: Option<LogFile>) -> Result<Self, AppError> {
+    pub async fn build(
+        settings: Settings,
+        exporter: Exporter,
+        log_file: Option<LogFile>,
+    ) -> Result<Self, AppError> {
         let signals = Signals::install().map_err(AppError::Signals)?;
         let pid_file = PidFile::acquire(&settings.paths.pid_file)?;
         // 0750: the service's group may read its data, others may not.
@@ -90,22 +97,51 @@ impl App {
 
         let metrics = Handles::new();
         let health = Health::new(settings.heartbeat_interval(), metrics.clone());
-        let heartbeat = Heartbeat::new(&settings.paths.heartbeat_file, health.clone(), metrics.clone());
+        let heartbeat = Heartbeat::new(
+            &settings.paths.heartbeat_file,
+            health.clone(),
+            metrics.clone(),
+        );
         heartbeat.beat().map_err(AppError::Heartbeat)?;
 
-        let upstream = Some(settings.work.upstream_url.clone()).filter(|u| !u.is_empty()).map(|url| Upstream {
-            url,
-            token: settings.work.token().map(secrecy::SecretString::from),
-        });
-        let worker =
-            Arc::new(Worker::new(upstream, settings.work_interval(), &settings.paths.data_dir, health.clone(), metrics)?);
+        let upstream = Some(settings.work.upstream_url.clone())
+            .filter(|u| !u.is_empty())
+            .map(|url| Upstream {
+                url,
+                token: settings.work.token().map(secrecy::SecretString::from),
+            });
+        let worker = Arc::new(Worker::new(
+            upstream,
+            settings.work_interval(),
+            &settings.paths.data_dir,
+            health.clone(),
+            metrics,
+        )?);
 
         let wanted = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener =
-            TcpListener::bind(&wanted).await.map_err(|source| AppError::Bind { addr: wanted.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: wanted, source })?;
+        let listener = TcpListener::bind(&wanted)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: wanted.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: wanted,
+            source,
+        })?;
         tracing::info!(addr = %addr, "listening");
-        Ok(Self { settings, listener, addr, health, heartbeat, worker, exporter, log_file, signals, _pid_file: pid_file })
+        Ok(Self {
+            settings,
+            listener,
+            addr,
+            health,
+            heartbeat,
+            worker,
+            exporter,
+            log_file,
+            signals,
+            _pid_file: pid_file,
+        })
     }
 
     /// The bound address (the real port when `http.port = 0`).
@@ -123,7 +159,9 @@ impl App {
             .route("/.well-known/live", get(health::live))
             .route("/.well-known/ready", get(health::ready))
             .with_state(health);
-        let metrics_route = Router::new().route("/metrics", get(metrics::serve)).with_state(exporter);
+        let metrics_route = Router::new()
+            .route("/metrics", get(metrics::serve))
+            .with_state(exporter);
         health_routes
             .merge(metrics_route)
             .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
@@ -136,11 +174,17 @@ impl App {
         let router = Self::router(self.health.clone(), self.exporter.clone());
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(self.listener, router).with_graceful_shutdown(server_stop.wait()).await
+            axum::serve(self.listener, router)
+                .with_graceful_shutdown(server_stop.wait())
+                .await
         });
         let max = usize::from(self.settings.work.max_concurrency);
         let permits = Arc::new(Semaphore::new(max));
-        let scheduler = tokio::spawn(self.worker.clone().schedule(self.settings.work_interval(), permits.clone(), stop));
+        let scheduler = tokio::spawn(self.worker.clone().schedule(
+            self.settings.work_interval(),
+            permits.clone(),
+            stop,
+        ));
 
         self.health.set_running();
         tracing::info!("ready");
@@ -171,7 +215,9 @@ impl App {
         let drain = async {
             let _ = scheduler.await;
             // Every permit back means every in-flight run has finished.
-            let _ = permits.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+            let _ = permits
+                .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+                .await;
             served = match server.await {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -212,7 +258,9 @@ fn reopen_log(log_file: Option<&LogFile>) {
     if let Some(file) = log_file {
         match file.reopen() {
             Ok(()) => tracing::info!(path = %file.path().display(), "log file reopened"),
-            Err(e) => tracing::error!(path = %file.path().display(), error = %e, "cannot reopen the log file"),
+            Err(e) => {
+                tracing::error!(path = %file.path().display(), error = %e, "cannot reopen the log file")
+            }
         }
     }
 }

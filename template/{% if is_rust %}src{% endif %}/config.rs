@@ -89,7 +89,11 @@ struct Key {
 }
 
 const fn key(section: &'static str, name: &'static str, kind: Kind) -> Key {
-    Key { section, name, kind }
+    Key {
+        section,
+        name,
+        kind,
+    }
 }
 
 /// Every key, in the order of the contract's key table (and of `check-config`).
@@ -111,7 +115,15 @@ const KEYS: &[Key] = &[
     key("apm", "url", Kind::OptionalUrl),
 ];
 
-const SECTIONS: &[&str] = &["http", "log", "paths", "heartbeat", "shutdown", "work", "apm"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "log",
+    "paths",
+    "heartbeat",
+    "shutdown",
+    "work",
+    "apm",
+];
 
 impl Key {
     fn dotted(&self) -> String {
@@ -152,33 +164,44 @@ impl Kind {
     }
 
     /// Turns an environment variable's text into a typed value (parsing is per kind).
-    fn from_env_text(self, text: &str) -> Result<Value, String> {
+    fn parse_env_text(self, text: &str) -> Result<Value, String> {
         match self {
-            Kind::Port | Kind::Concurrency => text
-                .trim()
-                .parse::<i64>()
-                .map(Value::Integer)
-                .map_err(|_| format!("{} is not a whole number", literal(&Value::String(text.into())))),
-            Kind::Seconds => text
-                .trim()
-                .parse::<f64>()
-                .map(Value::Float)
-                .map_err(|_| format!("{} is not a number", literal(&Value::String(text.into())))),
+            Kind::Port | Kind::Concurrency => {
+                text.trim().parse::<i64>().map(Value::Integer).map_err(|_| {
+                    format!(
+                        "{} is not a whole number",
+                        literal(&Value::String(text.into()))
+                    )
+                })
+            }
+            Kind::Seconds => {
+                text.trim().parse::<f64>().map(Value::Float).map_err(|_| {
+                    format!("{} is not a number", literal(&Value::String(text.into())))
+                })
+            }
             _ => Ok(Value::String(text.into())),
         }
     }
 
     /// Checks a typed value; returns the normalised value or what is wrong with it.
     fn check(self, value: &Value) -> Result<Value, String> {
-        let shown = if self == Kind::Secret { "[redacted]".to_string() } else { literal(value) };
+        let shown = if self == Kind::Secret {
+            "[redacted]".to_string()
+        } else {
+            literal(value)
+        };
         match (self, value) {
             (Kind::Port, Value::Integer(n)) if (0..=65535).contains(n) => Ok(value.clone()),
             (Kind::Concurrency, Value::Integer(n)) if (1..=1024).contains(n) => Ok(value.clone()),
-            (Kind::Port | Kind::Concurrency, Value::Integer(_)) => Err(format!("{shown} is out of range")),
+            (Kind::Port | Kind::Concurrency, Value::Integer(_)) => {
+                Err(format!("{shown} is out of range"))
+            }
             (Kind::Port | Kind::Concurrency, _) => Err(format!("{shown} is not a whole number")),
             (Kind::Seconds, Value::Integer(n)) if *n > 0 => Ok(Value::Float(*n as f64)),
             (Kind::Seconds, Value::Float(x)) if x.is_finite() && *x > 0.0 => Ok(value.clone()),
-            (Kind::Seconds, Value::Integer(_) | Value::Float(_)) => Err(format!("{shown} is out of range")),
+            (Kind::Seconds, Value::Integer(_) | Value::Float(_)) => {
+                Err(format!("{shown} is out of range"))
+            }
             (Kind::Seconds, _) => Err(format!("{shown} is not a number")),
             (_, Value::String(s)) => self.check_text(s).map(|()| value.clone()),
             _ => Err(format!("{shown} is not a string")),
@@ -187,14 +210,25 @@ impl Kind {
 
     fn check_text(self, text: &str) -> Result<(), String> {
         match self {
-            Kind::Text | Kind::Path | Kind::Filter if text.trim().is_empty() => Err("empty value".into()),
-            Kind::Filter => crate::logging::parse_filter(text)
-                .map(|_| ())
-                .map_err(|e| format!("{} is not a valid filter ({e})", literal(&Value::String(text.into())))),
+            Kind::Text | Kind::Path | Kind::Filter if text.trim().is_empty() => {
+                Err("empty value".into())
+            }
+            Kind::Filter => crate::logging::parse_filter(text).map(|_| ()).map_err(|e| {
+                format!(
+                    "{} is not a valid filter ({e})",
+                    literal(&Value::String(text.into()))
+                )
+            }),
             Kind::OptionalUrl if !text.is_empty() => match url::Url::parse(text) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-                Ok(_) => Err(format!("{} is not an http(s) URL", literal(&Value::String(text.into())))),
-                Err(e) => Err(format!("{} is not a URL ({e})", literal(&Value::String(text.into())))),
+                Ok(_) => Err(format!(
+                    "{} is not an http(s) URL",
+                    literal(&Value::String(text.into()))
+                )),
+                Err(e) => Err(format!(
+                    "{} is not a URL ({e})",
+                    literal(&Value::String(text.into()))
+                )),
             },
             _ => Ok(()),
         }
@@ -237,7 +271,10 @@ struct LayerValues {
 
 impl LayerValues {
     fn new(layer: Layer) -> Self {
-        Self { layer, entries: BTreeMap::new() }
+        Self {
+            layer,
+            entries: BTreeMap::new(),
+        }
     }
 
     fn origin(&self, var: Option<&str>) -> String {
@@ -248,14 +285,24 @@ impl LayerValues {
     }
 
     /// Validates one raw value and keeps it, or records why it was refused.
-    fn set(&mut self, key: &Key, raw: Result<Value, String>, var: Option<String>, errors: &mut ConfigError) {
+    fn set(
+        &mut self,
+        key: &Key,
+        raw: Result<Value, String>,
+        var: Option<String>,
+        errors: &mut ConfigError,
+    ) {
         match raw.and_then(|v| key.kind.check(&v)) {
             Ok(value) => {
                 self.entries.insert(key.dotted(), value);
             }
             Err(what) => {
                 let origin = self.origin(var.as_deref());
-                errors.push(format!("{} ({origin}): {what}; {}", key.dotted(), key.kind.allowed()));
+                errors.push(format!(
+                    "{} ({origin}): {what}; {}",
+                    key.dotted(),
+                    key.kind.allowed()
+                ));
             }
         }
     }
@@ -294,19 +341,35 @@ impl LayerValues {
         let prefix = env_prefix();
         let mut values = Self::new(Layer::Env);
         for (var, text) in vars {
-            let Some((section, name)) = var.strip_prefix(&prefix).and_then(|rest| rest.split_once("__")) else {
+            let Some((section, name)) = var
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once("__"))
+            else {
                 continue; // other <SVC>_* variables are not configuration
             };
             let (section, name) = (section.to_lowercase(), name.to_lowercase());
             match find_key(&section, &name) {
-                Some(key) => values.set(key, key.kind.from_env_text(text), Some(var.clone()), errors),
+                Some(key) => values.set(
+                    key,
+                    key.kind.parse_env_text(text),
+                    Some(var.clone()),
+                    errors,
+                ),
                 None => errors.push(unknown_key(&section, &name, &format!("env {var}"))),
             }
         }
         for (var, dotted) in [("APM_URL", "apm.url"), ("RUST_LOG", "log.filter")] {
-            let set = vars.iter().find(|(name, text)| name == var && !text.is_empty());
-            if let (Some((_, text)), Some(key)) = (set, KEYS.iter().find(|k| k.dotted() == dotted)) {
-                values.set(key, Ok(Value::String(text.clone())), Some(var.to_string()), errors);
+            let set = vars
+                .iter()
+                .find(|(name, text)| name == var && !text.is_empty());
+            if let (Some((_, text)), Some(key)) = (set, KEYS.iter().find(|k| k.dotted() == dotted))
+            {
+                values.set(
+                    key,
+                    Ok(Value::String(text.clone())),
+                    Some(var.to_string()),
+                    errors,
+                );
             }
         }
         values
@@ -318,14 +381,24 @@ fn find_key(section: &str, name: &str) -> Option<&'static Key> {
 }
 
 fn keys_of(section: &str) -> String {
-    KEYS.iter().filter(|k| k.section == section).map(|k| k.name).collect::<Vec<_>>().join(", ")
+    KEYS.iter()
+        .filter(|k| k.section == section)
+        .map(|k| k.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn unknown_key(section: &str, name: &str, origin: &str) -> String {
     if SECTIONS.contains(&section) {
-        format!("{section}.{name} ({origin}): unknown key; allowed keys of [{section}]: {}", keys_of(section))
+        format!(
+            "{section}.{name} ({origin}): unknown key; allowed keys of [{section}]: {}",
+            keys_of(section)
+        )
     } else {
-        format!("{section}.{name} ({origin}): unknown key; allowed sections: {}", SECTIONS.join(", "))
+        format!(
+            "{section}.{name} ({origin}): unknown key; allowed sections: {}",
+            SECTIONS.join(", ")
+        )
     }
 }
 
@@ -380,7 +453,11 @@ impl Sources {
             .iter()
             .find(|(k, v)| k == "PREFIX" && !v.is_empty())
             .map_or_else(|| DEFAULT_PREFIX.to_string(), |(_, v)| v.clone());
-        Self { base_file, prefix, env }
+        Self {
+            base_file,
+            prefix,
+            env,
+        }
     }
 
     pub fn secrets_file(&self) -> PathBuf {
@@ -487,7 +564,9 @@ impl Loaded {
                 let dotted = key.dotted();
                 let value = &self.table[key.section][key.name];
                 let shown = match (key.kind, value) {
-                    (Kind::Secret, Value::String(s)) if !s.is_empty() => "\"[redacted]\"".to_string(),
+                    (Kind::Secret, Value::String(s)) if !s.is_empty() => {
+                        "\"[redacted]\"".to_string()
+                    }
                     _ => literal(value),
                 };
                 format!("{dotted} = {shown} ({})", self.layer_of(&dotted))
@@ -528,7 +607,9 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
         if let (Kind::Path, Value::String(path)) = (key.kind, &value) {
             value = Value::String(path.replace("${PREFIX}", &sources.prefix));
         }
-        let section = table.entry(key.section).or_insert_with(|| Value::Table(Table::new()));
+        let section = table
+            .entry(key.section)
+            .or_insert_with(|| Value::Table(Table::new()));
         if let Value::Table(section) = section {
             section.insert(key.name.to_string(), value);
         }
@@ -536,7 +617,11 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
     let settings = Settings::deserialize(Value::Table(table.clone())).map_err(|e| ConfigError {
         lines: vec![format!("config error: {e}")],
     })?;
-    Ok(Loaded { settings, table, layers: origin })
+    Ok(Loaded {
+        settings,
+        table,
+        layers: origin,
+    })
 }
 
 impl Work {
@@ -557,7 +642,10 @@ mod tests {
         Sources {
             base_file,
             prefix: dir.display().to_string(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -571,7 +659,10 @@ mod tests {
         let loaded = load(&sources(dir.path(), "", &[])).unwrap();
         assert_eq!(loaded.settings.http.host, "127.0.0.1");
         assert_eq!(loaded.settings.work.max_concurrency, 4);
-        assert_eq!(loaded.settings.paths.pid_file, dir.path().join(format!("run/{SERVICE_NAME}.pid")));
+        assert_eq!(
+            loaded.settings.paths.pid_file,
+            dir.path().join(format!("run/{SERVICE_NAME}.pid"))
+        );
         assert_eq!(loaded.layer_of("http.port"), Layer::Default);
         assert_eq!(loaded.report().len(), KEYS.len());
     }
@@ -581,7 +672,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("key")).unwrap();
         let secrets = dir.path().join(SECRETS_FILE);
-        std::fs::write(&secrets, "[work]\nupstream_token = \"hunter2\"\nmax_concurrency = 8\n").unwrap();
+        std::fs::write(
+            &secrets,
+            "[work]\nupstream_token = \"hunter2\"\nmax_concurrency = 8\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
         let port_var = var("HTTP__PORT");
         let src = sources(
@@ -599,9 +694,18 @@ mod tests {
         assert_eq!(loaded.settings.apm.url, "http://apm:4318");
         let report = loaded.report().join("\n");
         assert!(report.contains("http.port = 9100 (env)"), "{report}");
-        assert!(report.contains("http.host = \"0.0.0.0\" (base)"), "{report}");
-        assert!(report.contains("work.upstream_token = \"[redacted]\" (secrets)"), "{report}");
-        assert!(report.contains("heartbeat.interval_secs = 10.0 (default)"), "{report}");
+        assert!(
+            report.contains("http.host = \"0.0.0.0\" (base)"),
+            "{report}"
+        );
+        assert!(
+            report.contains("work.upstream_token = \"[redacted]\" (secrets)"),
+            "{report}"
+        );
+        assert!(
+            report.contains("heartbeat.interval_secs = 10.0 (default)"),
+            "{report}"
+        );
         assert!(!report.contains("hunter2"));
     }
 
@@ -613,20 +717,34 @@ mod tests {
         let src = sources(
             dir.path(),
             "[http]\nportt = 1\n[work]\nmax_concurrency = 0\nupstream_url = \"ftp://x\"\n[heartbeat]\ninterval_secs = \"10\"\n",
-            &[(&port_var, "70000"), (&bad_var, "1"), (&var("UNRELATED"), "x")],
+            &[
+                (&port_var, "70000"),
+                (&bad_var, "1"),
+                (&var("UNRELATED"), "x"),
+            ],
         );
         let lines = load(&src).unwrap_err().lines;
         let expected = [
-            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port".to_string(),
-            "config error: work.max_concurrency (base): 0 is out of range; allowed 1-1024".to_string(),
-            format!("config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535"),
-            format!("config error: work.nope (env {bad_var}): unknown key; allowed keys of [work]: interval_secs, max_concurrency, upstream_url, upstream_token"),
+            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port"
+                .to_string(),
+            "config error: work.max_concurrency (base): 0 is out of range; allowed 1-1024"
+                .to_string(),
+            format!(
+                "config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535"
+            ),
+            format!(
+                "config error: work.nope (env {bad_var}): unknown key; allowed keys of [work]: interval_secs, max_concurrency, upstream_url, upstream_token"
+            ),
         ];
         for line in &expected {
             assert!(lines.contains(line), "missing {line:?} in {lines:#?}");
         }
-        assert!(lines.iter().any(|l| l.starts_with("config error: work.upstream_url (base): \"ftp://x\" is not an http(s) URL")));
-        assert!(lines.iter().any(|l| l.starts_with("config error: heartbeat.interval_secs (base): \"10\" is not a number")));
+        assert!(lines.iter().any(|l| l.starts_with(
+            "config error: work.upstream_url (base): \"ftp://x\" is not an http(s) URL"
+        )));
+        assert!(lines.iter().any(|l| {
+            l.starts_with("config error: heartbeat.interval_secs (base): \"10\" is not a number")
+        }));
         assert_eq!(lines.len(), 6, "{lines:#?}");
     }
 
@@ -635,7 +753,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("key")).unwrap();
         let secrets = dir.path().join(SECRETS_FILE);
-        std::fs::File::create(&secrets).unwrap().write_all(b"[work]\nupstream_token = \"x\"\n").unwrap();
+        std::fs::File::create(&secrets)
+            .unwrap()
+            .write_all(b"[work]\nupstream_token = \"x\"\n")
+            .unwrap();
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
         let lines = load(&sources(dir.path(), "", &[])).unwrap_err().lines;
         let shown = secrets.display();
@@ -652,10 +773,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut src = sources(dir.path(), "[http\n", &[]);
         let lines = load(&src).unwrap_err().lines;
-        assert!(lines[0].starts_with(&format!("config error: {}: ", src.base_file.display())), "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("config error: {}: ", src.base_file.display())),
+            "{lines:?}"
+        );
         src.base_file = dir.path().join("absent.toml");
         let lines = load(&src).unwrap_err().lines;
-        assert!(lines[0].starts_with(&format!("config error: cannot read {}: ", src.base_file.display())));
+        assert!(lines[0].starts_with(&format!(
+            "config error: cannot read {}: ",
+            src.base_file.display()
+        )));
     }
 
     #[test]
@@ -664,8 +791,15 @@ mod tests {
         let loaded = load(&sources(dir.path(), "", &[("RUST_LOG", "debug")])).unwrap();
         assert_eq!(loaded.settings.log.filter, "debug");
         assert_eq!(loaded.layer_of("log.filter"), Layer::Env);
-        let lines = load(&sources(dir.path(), "", &[("RUST_LOG", "a=b=c")])).unwrap_err().lines;
-        assert!(lines[0].starts_with("config error: log.filter (env RUST_LOG): \"a=b=c\" is not a valid filter"), "{lines:?}");
+        let lines = load(&sources(dir.path(), "", &[("RUST_LOG", "a=b=c")]))
+            .unwrap_err()
+            .lines;
+        assert!(
+            lines[0].starts_with(
+                "config error: log.filter (env RUST_LOG): \"a=b=c\" is not a valid filter"
+            ),
+            "{lines:?}"
+        );
     }
 
     #[test]
@@ -673,7 +807,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = sources(dir.path(), "[work]\nupstream_token = 12345\n", &[]);
         let lines = load(&src).unwrap_err().lines;
-        assert_eq!(lines, ["config error: work.upstream_token (base): [redacted] is not a string; allowed a string"]);
+        assert_eq!(
+            lines,
+            [
+                "config error: work.upstream_token (base): [redacted] is not a string; allowed a string"
+            ]
+        );
         let token_var = var("WORK__UPSTREAM_TOKEN");
         let loaded = load(&sources(dir.path(), "", &[(&token_var, "s3cret")])).unwrap();
         assert!(!format!("{:?}", loaded.settings).contains("s3cret"));

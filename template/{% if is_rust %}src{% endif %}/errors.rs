@@ -71,11 +71,17 @@ impl Classify for ApplicationError {
 impl Classify for InfrastructureError {
     fn kind(&self) -> ErrorKind {
         match self {
-            InfrastructureError::Connect(_) | InfrastructureError::Timeout(_) => ErrorKind::Transient,
+            InfrastructureError::Connect(_) | InfrastructureError::Timeout(_) => {
+                ErrorKind::Transient
+            }
             // 408 Request Timeout, 429 Too Many Requests and 5xx may pass; other 4xx will not.
-            InfrastructureError::Status(code) if *code == 408 || *code == 429 || *code >= 500 => ErrorKind::Transient,
+            InfrastructureError::Status(code) if *code == 408 || *code == 429 || *code >= 500 => {
+                ErrorKind::Transient
+            }
             InfrastructureError::Request(_) => ErrorKind::Transient,
-            InfrastructureError::Status(_) | InfrastructureError::Storage(_) => ErrorKind::Persistent,
+            InfrastructureError::Status(_) | InfrastructureError::Storage(_) => {
+                ErrorKind::Persistent
+            }
         }
     }
 }
@@ -108,19 +114,39 @@ mod tests {
     #[test]
     fn statuses_are_classified_as_the_contract_says() {
         for code in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(InfrastructureError::Status(code).kind(), ErrorKind::Transient, "{code}");
+            assert_eq!(
+                InfrastructureError::Status(code).kind(),
+                ErrorKind::Transient,
+                "{code}"
+            );
         }
         for code in [400, 401, 403, 404, 422] {
-            assert_eq!(InfrastructureError::Status(code).kind(), ErrorKind::Persistent, "{code}");
+            assert_eq!(
+                InfrastructureError::Status(code).kind(),
+                ErrorKind::Persistent,
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn only_infrastructure_errors_can_be_transient() {
-        assert_eq!(WorkError::from(InfrastructureError::Timeout(1.0)).kind(), ErrorKind::Transient);
-        assert_eq!(WorkError::from(InfrastructureError::Connect("refused".into())).kind(), ErrorKind::Transient);
-        assert_eq!(WorkError::from(DomainError::MalformedBody("x".into())).kind(), ErrorKind::Persistent);
-        assert_eq!(WorkError::from(ApplicationError::Unprepared("x".into())).kind(), ErrorKind::Persistent);
+        assert_eq!(
+            WorkError::from(InfrastructureError::Timeout(1.0)).kind(),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            WorkError::from(InfrastructureError::Connect("refused".into())).kind(),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            WorkError::from(DomainError::MalformedBody("x".into())).kind(),
+            ErrorKind::Persistent
+        );
+        assert_eq!(
+            WorkError::from(ApplicationError::Unprepared("x".into())).kind(),
+            ErrorKind::Persistent
+        );
         assert_eq!(ErrorKind::Persistent.as_str(), "persistent");
     }
 }

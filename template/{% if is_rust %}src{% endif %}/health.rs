@@ -29,7 +29,8 @@ pub struct Health {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Health {
@@ -82,7 +83,11 @@ impl Health {
     pub fn live(&self, now: SystemTime) -> Result<(), &'static str> {
         let last = self.last_beat_ms.load(Ordering::SeqCst);
         let limit = u64::try_from((self.heartbeat_interval * 3).as_millis()).unwrap_or(u64::MAX);
-        if last > 0 && unix_millis(now).saturating_sub(last) < limit { Ok(()) } else { Err("heartbeat stale") }
+        if last > 0 && unix_millis(now).saturating_sub(last) < limit {
+            Ok(())
+        } else {
+            Err("heartbeat stale")
+        }
     }
 
     /// `Ok` when ready, else the reason: `starting`, `degraded` or `shutting down`.
@@ -90,7 +95,9 @@ impl Health {
         match self.phase.load(Ordering::SeqCst) {
             STARTING => Err("starting"),
             DRAINING => Err("shutting down"),
-            _ if self.degraded.load(Ordering::SeqCst) && !self.has_good_value.load(Ordering::SeqCst) => {
+            _ if self.degraded.load(Ordering::SeqCst)
+                && !self.has_good_value.load(Ordering::SeqCst) =>
+            {
                 Err("degraded")
             }
             _ => Ok(()),
@@ -98,7 +105,9 @@ impl Health {
     }
 
     fn publish(&self) {
-        self.metrics.ready.set(if self.ready().is_ok() { 1.0 } else { 0.0 });
+        self.metrics
+            .ready
+            .set(if self.ready().is_ok() { 1.0 } else { 0.0 });
     }
 }
 
@@ -155,6 +164,9 @@ mod tests {
         assert_eq!(h.live(now), Err("heartbeat stale"));
         h.record_beat(now);
         assert_eq!(h.live(now + Duration::from_secs(29)), Ok(()));
-        assert_eq!(h.live(now + Duration::from_secs(30)), Err("heartbeat stale"));
+        assert_eq!(
+            h.live(now + Duration::from_secs(30)),
+            Err("heartbeat stale")
+        );
     }
 }

@@ -16,9 +16,15 @@ use crate::sd_notify;
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, then a rename.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = std::fs::File::create(&temp)?;
     file.write_all(contents)?;
@@ -34,7 +40,11 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn new(path: &Path, health: Arc<Health>, metrics: Handles) -> Self {
-        Self { path: path.to_path_buf(), health, metrics }
+        Self {
+            path: path.to_path_buf(),
+            health,
+            metrics,
+        }
     }
 
     /// One beat, now.
@@ -63,7 +73,10 @@ mod tests {
         heartbeat.beat().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let written: u64 = text.strip_suffix('\n').unwrap().parse().unwrap();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now - written <= 1);
         assert!(health.live(SystemTime::now()).is_ok());
         let leftovers = std::fs::read_dir(path.parent().unwrap()).unwrap().count();

@@ -20,7 +20,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Parses a filter in `RUST_LOG` syntax (`info`, `module::path=debug,info`).
 pub fn parse_filter(text: &str) -> Result<EnvFilter, ParseError> {
@@ -43,8 +45,10 @@ pub fn timestamp(at: OffsetDateTime) -> String {
 /// Writes a pair's value, quoted when it is empty or holds a space, `=`, `"` or a control
 /// character; inside quotes `\"`, `\\`, `\n`, `\t` are escaped.
 pub fn write_value(out: &mut String, value: &str) {
-    let needs_quotes =
-        value.is_empty() || value.chars().any(|c| c == ' ' || c == '=' || c == '"' || c.is_control());
+    let needs_quotes = value.is_empty()
+        || value
+            .chars()
+            .any(|c| c == ' ' || c == '=' || c == '"' || c.is_control());
     if !needs_quotes {
         out.push_str(value);
         return;
@@ -98,7 +102,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut fields = Pairs::default();
         event.record(&mut fields);
         let level = event.metadata().level();
@@ -118,7 +127,10 @@ impl LogFile {
     /// Opens (appending) the log file, creating its directory if missing.
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = Self::open_file(path)?;
-        Ok(Self { path: path.to_path_buf(), file: Arc::new(Mutex::new(file)) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Arc::new(Mutex::new(file)),
+        })
     }
 
     fn open_file(path: &Path) -> io::Result<File> {
@@ -140,7 +152,10 @@ impl LogFile {
     }
 
     fn write_line(&self, line: &[u8]) -> io::Result<()> {
-        self.file.lock().unwrap_or_else(PoisonError::into_inner).write_all(line)
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(line)
     }
 }
 
@@ -200,7 +215,8 @@ pub fn init(filter: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), Stri
         .boxed();
     let mut layers: Vec<ExtraLayer> = vec![lines];
     layers.extend(extra);
-    tracing::subscriber::set_global_default(Registry::default().with(layers)).map_err(|e| e.to_string())
+    tracing::subscriber::set_global_default(Registry::default().with(layers))
+        .map_err(|e| e.to_string())
 }
 
 /// Logs a panic as `CRITICAL uncaught error` and exits with `exit_code`, whichever thread
@@ -235,8 +251,14 @@ mod tests {
 
     #[test]
     fn timestamp_is_utc_with_english_month() {
-        assert_eq!(timestamp(datetime!(2026-11-05 15:30:45.234 UTC)), "Nov 05 15:30:45.234");
-        assert_eq!(timestamp(datetime!(2026-01-09 03:04:05.006 UTC)), "Jan 09 03:04:05.006");
+        assert_eq!(
+            timestamp(datetime!(2026-11-05 15:30:45.234 UTC)),
+            "Nov 05 15:30:45.234"
+        );
+        assert_eq!(
+            timestamp(datetime!(2026-01-09 03:04:05.006 UTC)),
+            "Jan 09 03:04:05.006"
+        );
     }
 
     #[test]
@@ -256,8 +278,11 @@ mod tests {
         let path = dir.path().join("log/svc.log");
         let file = LogFile::open(&path).unwrap();
         let sink = Sink::new(false, Some(file.clone()));
-        let subscriber = Registry::default()
-            .with(tracing_subscriber::fmt::layer().event_format(LineFormat).with_writer(sink));
+        let subscriber = Registry::default().with(
+            tracing_subscriber::fmt::layer()
+                .event_format(LineFormat)
+                .with_writer(sink),
+        );
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(key = "account", value = "two words", "Liquidating stake");
             std::fs::rename(&path, dir.path().join("log/svc.log.1")).unwrap();
@@ -266,8 +291,15 @@ mod tests {
         });
         let rotated = std::fs::read_to_string(dir.path().join("log/svc.log.1")).unwrap();
         let line = rotated.lines().next().unwrap();
-        assert!(line.ends_with(" INFO Liquidating stake key=account value=\"two words\""), "{line}");
-        assert_eq!(line.len(), "Nov 05 15:30:45.234".len() + " INFO Liquidating stake key=account value=\"two words\"".len());
+        assert!(
+            line.ends_with(" INFO Liquidating stake key=account value=\"two words\""),
+            "{line}"
+        );
+        assert_eq!(
+            line.len(),
+            "Nov 05 15:30:45.234".len()
+                + " INFO Liquidating stake key=account value=\"two words\"".len()
+        );
         let fresh = std::fs::read_to_string(&path).unwrap();
         assert!(fresh.ends_with(" WARN after rotation n=3\n"), "{fresh}");
     }

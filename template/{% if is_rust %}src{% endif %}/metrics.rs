@@ -57,19 +57,45 @@ pub fn names() -> &'static Names {
 /// Runs against whatever recorder is current, so tests can use a local one.
 pub fn register(version: &str, commit: &str) {
     let n = names();
-    describe_gauge!(n.build_info.clone(), "Build of the running service; always 1");
-    describe_counter!(n.http_requests_total.clone(), "HTTP requests answered, by route, method and status");
-    describe_counter!(n.errors_total.clone(), "Failed work runs, by error kind (transient or persistent)");
-    describe_counter!(n.retries_total.clone(), "Retries of transient upstream errors");
-    describe_gauge!(n.heartbeat_timestamp_seconds.clone(), Unit::Seconds, "Unix time of the last heartbeat");
-    describe_gauge!(n.ready.clone(), "1 when the service is ready to serve, else 0");
-    describe_gauge!(n.degraded.clone(), "1 when the last work run failed, else 0");
+    describe_gauge!(
+        n.build_info.clone(),
+        "Build of the running service; always 1"
+    );
+    describe_counter!(
+        n.http_requests_total.clone(),
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_counter!(
+        n.errors_total.clone(),
+        "Failed work runs, by error kind (transient or persistent)"
+    );
+    describe_counter!(
+        n.retries_total.clone(),
+        "Retries of transient upstream errors"
+    );
+    describe_gauge!(
+        n.heartbeat_timestamp_seconds.clone(),
+        Unit::Seconds,
+        "Unix time of the last heartbeat"
+    );
+    describe_gauge!(
+        n.ready.clone(),
+        "1 when the service is ready to serve, else 0"
+    );
+    describe_gauge!(
+        n.degraded.clone(),
+        "1 when the last work run failed, else 0"
+    );
     describe_gauge!(
         n.work_latency_ewma_seconds.clone(),
         Unit::Seconds,
         "EWMA (alpha 0.3) of the latency of successful upstream calls"
     );
-    let build = [("version", version.to_string()), ("commit", commit.to_string()), ("flavour", "rust".to_string())];
+    let build = [
+        ("version", version.to_string()),
+        ("commit", commit.to_string()),
+        ("flavour", "rust".to_string()),
+    ];
     gauge!(n.build_info.clone(), &build).set(1.0);
     for kind in ["transient", "persistent"] {
         counter!(n.errors_total.clone(), "kind" => kind).absolute(0);
@@ -162,23 +188,37 @@ impl Exporter {
 /// `GET /metrics`.
 pub async fn serve(exporter: axum::extract::State<Exporter>) -> Response {
     let mut response = exporter.render().into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
 }
 
 /// The `route` label: a known route's path, else `unknown`.
 pub fn route_label(matched: Option<&str>) -> &'static str {
-    matched.and_then(|m| ROUTES.iter().find(|r| **r == m)).copied().unwrap_or("unknown")
+    matched
+        .and_then(|m| ROUTES.iter().find(|r| **r == m))
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// The `method` label: one of the fixed set, else `other`.
 pub fn method_label(method: &Method) -> &'static str {
-    METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("other")
+    METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
 }
 
 /// Counts every answered request under bounded labels.
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = route_label(request.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let route = route_label(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let method = method_label(request.method());
     let response = next.run(request).await;
     // A status is a three-digit code by construction: a bounded label.
@@ -210,10 +250,23 @@ mod tests {
             exporter.render()
         });
         let n = names();
-        for name in [&n.build_info, &n.errors_total, &n.retries_total, &n.ready, &n.degraded, &n.work_latency_ewma_seconds] {
-            assert!(text.contains(&format!("# HELP {name} ")), "no help for {name} in\n{text}");
+        for name in [
+            &n.build_info,
+            &n.errors_total,
+            &n.retries_total,
+            &n.ready,
+            &n.degraded,
+            &n.work_latency_ewma_seconds,
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no help for {name} in\n{text}"
+            );
         }
-        assert!(text.contains(&format!("{}{{kind=\"persistent\"}} 0", n.errors_total)), "{text}");
+        assert!(
+            text.contains(&format!("{}{{kind=\"persistent\"}} 0", n.errors_total)),
+            "{text}"
+        );
         assert!(text.contains(&format!("{} 2", n.retries_total)), "{text}");
         assert!(text.contains("version=\"1.2.3\""), "{text}");
         assert!(text.contains("flavour=\"rust\""), "{text}");

@@ -35,18 +35,34 @@ fn read_pid(file: &mut File) -> io::Result<String> {
 impl PidFile {
     /// Creates (or takes over) the PID file, locks it and writes our PID.
     pub fn acquire(path: &Path) -> Result<Self, PidFileError> {
-        let io_error = |source| PidFileError::Io { path: path.to_path_buf(), source };
+        let io_error = |source| PidFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error)?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_error)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_error)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let pid = read_pid(&mut file).unwrap_or_default();
-                let pid = if pid.is_empty() { "unknown".to_string() } else { pid };
+                let pid = if pid.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    pid
+                };
                 tracing::error!(path = %path.display(), pid = %pid, "PID file is held by a live process");
-                return Err(PidFileError::Held { path: path.to_path_buf(), pid });
+                return Err(PidFileError::Held {
+                    path: path.to_path_buf(),
+                    pid,
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
@@ -58,7 +74,10 @@ impl PidFile {
         file.seek(SeekFrom::Start(0)).map_err(io_error)?;
         writeln!(file, "{}", std::process::id()).map_err(io_error)?;
         file.sync_all().map_err(io_error)?;
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -83,7 +102,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/svc.pid");
         let guard = PidFile::acquire(&path).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", std::process::id()));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
         drop(guard);
         assert!(!path.exists());
     }
@@ -106,6 +128,9 @@ mod tests {
         let path = dir.path().join("svc.pid");
         std::fs::write(&path, "999999999\n").unwrap();
         let _guard = PidFile::acquire(&path).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", std::process::id()));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
     }
 }

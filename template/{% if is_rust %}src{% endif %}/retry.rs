@@ -47,7 +47,9 @@ mod tests {
 
     #[test]
     fn delays_double_from_100ms_five_times() {
-        let delays: Vec<u128> = backon::BackoffBuilder::build(policy()).map(|d| d.as_millis()).collect();
+        let delays: Vec<u128> = backon::BackoffBuilder::build(policy())
+            .map(|d| d.as_millis())
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600]);
     }
 

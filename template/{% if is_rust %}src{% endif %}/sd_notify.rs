@@ -25,7 +25,9 @@ pub fn send_to(socket: &str, state: &str) -> io::Result<()> {
 
 /// Notifies systemd when `NOTIFY_SOCKET` is set; does nothing otherwise.
 pub fn notify(state: &str) {
-    if let Some(socket) = std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty())
+    if let Some(socket) = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|s| !s.is_empty())
         && let Err(e) = send_to(&socket, state)
     {
         tracing::debug!(socket = %socket, state = %state, error = %e, "systemd notification failed");
@@ -50,7 +52,9 @@ mod tests {
     #[test]
     fn sends_to_an_abstract_socket() {
         let name = format!("sd-notify-test-{}", std::process::id());
-        let server = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let server =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
         send_to(&format!("@{name}"), STOPPING).unwrap();
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();

@@ -91,8 +91,13 @@ impl Listener {
 pub struct Overran;
 
 /// Waits for `drain` at most `timeout`.
-pub async fn drain_within<F: Future<Output = ()>>(drain: F, timeout: Duration) -> Result<(), Overran> {
-    tokio::time::timeout(timeout, drain).await.map_err(|_| Overran)
+pub async fn drain_within<F: Future<Output = ()>>(
+    drain: F,
+    timeout: Duration,
+) -> Result<(), Overran> {
+    tokio::time::timeout(timeout, drain)
+        .await
+        .map_err(|_| Overran)
 }
 
 #[cfg(test)]
@@ -112,7 +117,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_drain_past_its_timeout_overruns() {
         let slow = tokio::time::sleep(Duration::from_secs(5));
-        assert_eq!(drain_within(slow, Duration::from_secs(1)).await, Err(Overran));
+        assert_eq!(
+            drain_within(slow, Duration::from_secs(1)).await,
+            Err(Overran)
+        );
         assert_eq!(drain_within(async {}, Duration::from_secs(1)).await, Ok(()));
     }
 }

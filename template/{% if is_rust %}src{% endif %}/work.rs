@@ -109,7 +109,11 @@ impl Worker {
         let attempt_timeout = interval.min(MAX_ATTEMPT_TIMEOUT);
         let client = reqwest::Client::builder()
             .timeout(attempt_timeout)
-            .user_agent(concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         let last = load_last_value(data_dir);
         if last.is_some() {
@@ -133,7 +137,10 @@ impl Worker {
     }
 
     /// One attempt: GET, status check, JSON parse. Returns the body and the call's latency.
-    async fn fetch_once(&self, upstream: &Upstream) -> Result<(serde_json::Value, Duration), WorkError> {
+    async fn fetch_once(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<(serde_json::Value, Duration), WorkError> {
         let started = Instant::now();
         let mut request = self.client.get(&upstream.url);
         if let Some(token) = &upstream.token {
@@ -145,13 +152,15 @@ impl Worker {
             return Err(InfrastructureError::Status(status.as_u16()).into());
         }
         let bytes = response.bytes().await.map_err(|e| self.classify(e))?;
-        let body = serde_json::from_slice(&bytes).map_err(|e| DomainError::MalformedBody(e.to_string()))?;
+        let body = serde_json::from_slice(&bytes)
+            .map_err(|e| DomainError::MalformedBody(e.to_string()))?;
         Ok((body, started.elapsed()))
     }
 
     fn classify(&self, error: reqwest::Error) -> WorkError {
         // reqwest's Display omits the cause ("error sending request"); the source says why.
-        let reason = std::error::Error::source(&error).map_or_else(|| error.to_string(), ToString::to_string);
+        let reason = std::error::Error::source(&error)
+            .map_or_else(|| error.to_string(), ToString::to_string);
         let error = if error.is_timeout() {
             InfrastructureError::Timeout(self.attempt_timeout.as_secs_f64())
         } else if error.is_connect() {
@@ -164,9 +173,12 @@ impl Worker {
 
     /// Finalize (the side effect): store the value on disk and in memory.
     fn finalize(&self, value: f64) -> Result<LastValue, WorkError> {
-        let fetched_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let fetched_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let last = LastValue { value, fetched_at };
-        let json = serde_json::to_vec(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
+        let json =
+            serde_json::to_vec(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         write_atomically(&self.data_dir.join(LAST_VALUE_FILE), &json)
             .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
@@ -175,8 +187,13 @@ impl Worker {
 
     /// Fetch with retries, prepare, finalize.
     async fn attempt(&self, upstream: &Upstream) -> Result<LastValue, WorkError> {
-        let (body, latency) = with_retries(|| self.fetch_once(upstream), &self.metrics.retries).await?;
-        let average = self.latency.lock().unwrap_or_else(PoisonError::into_inner).update(latency.as_secs_f64());
+        let (body, latency) =
+            with_retries(|| self.fetch_once(upstream), &self.metrics.retries).await?;
+        let average = self
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .update(latency.as_secs_f64());
         self.metrics.latency.set(average);
         match prepare(&body) {
             Prepared::Ready(value) => self.finalize(value),
@@ -185,6 +202,7 @@ impl Worker {
     }
 
     /// One run: records the outcome in health and metrics; a failure keeps the last value.
+    #[tracing::instrument(name = "work.run", skip_all)]
     pub async fn run_once(&self) {
         let Some(upstream) = &self.upstream else {
             tracing::debug!("no upstream configured; nothing to do");
@@ -199,8 +217,12 @@ impl Worker {
             Err(error) => {
                 let kind = error.kind();
                 match kind {
-                    crate::errors::ErrorKind::Transient => self.metrics.transient_errors.increment(1),
-                    crate::errors::ErrorKind::Persistent => self.metrics.persistent_errors.increment(1),
+                    crate::errors::ErrorKind::Transient => {
+                        self.metrics.transient_errors.increment(1)
+                    }
+                    crate::errors::ErrorKind::Persistent => {
+                        self.metrics.persistent_errors.increment(1)
+                    }
                 }
                 self.health.set_degraded(true);
                 tracing::warn!(kind = kind.as_str(), error = %error, "work failed, using last good value");
@@ -210,7 +232,12 @@ impl Worker {
 
     /// Starts a run every `interval` (the first at once) until shutdown; at most `permits`
     /// runs at a time. Returns when shutdown has started; in-flight runs keep their permit.
-    pub async fn schedule(self: Arc<Self>, interval: Duration, permits: Arc<Semaphore>, stop: Listener) {
+    pub async fn schedule(
+        self: Arc<Self>,
+        interval: Duration,
+        permits: Arc<Semaphore>,
+        stop: Listener,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -248,9 +275,18 @@ mod tests {
     #[test]
     fn prepare_is_ready_only_with_a_finite_number() {
         assert_eq!(prepare(&json!({"value": 42})), Prepared::Ready(42.0));
-        assert_eq!(prepare(&json!({"value": 1.5, "extra": true})), Prepared::Ready(1.5));
-        assert!(matches!(prepare(&json!({"value": "42"})), Prepared::Unprepared(_)));
-        assert!(matches!(prepare(&json!({"other": 1})), Prepared::Unprepared(_)));
+        assert_eq!(
+            prepare(&json!({"value": 1.5, "extra": true})),
+            Prepared::Ready(1.5)
+        );
+        assert!(matches!(
+            prepare(&json!({"value": "42"})),
+            Prepared::Unprepared(_)
+        ));
+        assert!(matches!(
+            prepare(&json!({"other": 1})),
+            Prepared::Unprepared(_)
+        ));
         assert!(matches!(prepare(&json!([1, 2])), Prepared::Unprepared(_)));
     }
 
@@ -258,13 +294,30 @@ mod tests {
     fn the_last_value_round_trips_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let health = Health::new(Duration::from_secs(1), Handles::noop());
-        let worker = Worker::new(None, Duration::from_secs(60), dir.path(), health.clone(), Handles::noop()).unwrap();
+        let worker = Worker::new(
+            None,
+            Duration::from_secs(60),
+            dir.path(),
+            health.clone(),
+            Handles::noop(),
+        )
+        .unwrap();
         assert_eq!(worker.last_value(), None);
         let stored = worker.finalize(42.0).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LAST_VALUE_FILE)).unwrap();
-        assert!(text.starts_with("{\"value\":42.0,\"fetched_at\":"), "{text}");
+        assert!(
+            text.starts_with("{\"value\":42.0,\"fetched_at\":"),
+            "{text}"
+        );
         assert_eq!(load_last_value(dir.path()), Some(stored));
-        let again = Worker::new(None, Duration::from_secs(60), dir.path(), health, Handles::noop()).unwrap();
+        let again = Worker::new(
+            None,
+            Duration::from_secs(60),
+            dir.path(),
+            health,
+            Handles::noop(),
+        )
+        .unwrap();
         assert_eq!(again.last_value(), Some(stored));
     }
 
@@ -278,7 +331,14 @@ mod tests {
         let url = format!("http://{}/value", closed.local_addr().unwrap());
         drop(closed);
         let upstream = Upstream { url, token: None };
-        let worker = Worker::new(Some(upstream), Duration::from_secs(1), dir.path(), health.clone(), Handles::noop()).unwrap();
+        let worker = Worker::new(
+            Some(upstream),
+            Duration::from_secs(1),
+            dir.path(),
+            health.clone(),
+            Handles::noop(),
+        )
+        .unwrap();
         tokio::time::pause();
         worker.run_once().await;
         assert_eq!(health.ready(), Err("degraded"));

@@ -1,0 +1,146 @@
+"""The Rust flavour's generated crate renders for every combination, lints, tests, and stays
+formatted.
+
+Building tests run what the crate's developers and CI run, `make lint test`, then `make fmt`,
+after which git must see no change. Every build shares CARGO_TARGET_DIR (set by `run()`), so
+the dependencies compile once per test run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copier import run_copy
+from helpers import TEMPLATE, generate, run
+
+CI_PROVIDERS = ["github", "gitlab", "both", "none"]
+TARGETS = ["systemd", "ansible", "kubernetes", "container"]
+TARGET_SETS = [list(c) for n in range(len(TARGETS) + 1) for c in itertools.combinations(TARGETS, n)]
+RENDERS = [
+    {"ci_provider": c, "deploy_targets": t, "opentelemetry": o}
+    for c, t, o in itertools.product(CI_PROVIDERS, TARGET_SETS, [False, True])
+]
+MODULES = [
+    "config",
+    "logging",
+    "metrics",
+    "health",
+    "pidfile",
+    "heartbeat",
+    "shutdown",
+    "retry",
+    "errors",
+    "work",
+    "app",
+    "main",
+]
+
+BUILDS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "opentelemetry": {"opentelemetry": True},
+    "short-name-high-port": {"project_name": "a1-b2", "http_port": 65535},
+}
+
+needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="the Rust flavour needs cargo on PATH")
+
+
+@pytest.fixture(scope="module")
+def template_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template's working tree without .git or caches: copier renders it without cloning."""
+    dst = tmp_path_factory.mktemp("template") / "plumbline"
+    shutil.copytree(TEMPLATE, dst, ignore=shutil.ignore_patterns(".git", ".cache", "__pycache__", "bench"))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "answers",
+    RENDERS,
+    ids=lambda a: (
+        f"{a['ci_provider']}-{'+'.join(a['deploy_targets']) or 'nodeploy'}-otel{int(a['opentelemetry'])}"
+    ),
+)
+def test_every_rust_combination_renders_a_crate(
+    tmp_path: Path, template_copy: Path, answers: dict[str, Any]
+) -> None:
+    data = {
+        "project_name": "order-router",
+        "description": "Routes orders",
+        "author_name": "Ops",
+        "author_email": "ops@example.com",
+        "flavour": "rust",
+        "http_port": 8080,
+        "license": "MIT",
+        **answers,
+    }
+    run_copy(str(template_copy), str(tmp_path), data=data, defaults=True, unsafe=True, quiet=True)
+
+    manifest = tomllib.loads((tmp_path / "Cargo.toml").read_text())
+    assert manifest["package"]["name"] == "order-router"
+    assert manifest["bin"][0]["name"] == "order-router"
+    assert ("otel" in manifest["features"]) == answers["opentelemetry"]
+    assert (tmp_path / "src" / "telemetry.rs").exists() == answers["opentelemetry"]
+    for module in MODULES:
+        assert (tmp_path / "src" / f"{module}.rs").is_file(), module
+    lock = tomllib.loads((tmp_path / "Cargo.lock").read_text())
+    names = [p["name"] for p in lock["package"]]
+    assert "order-router" in names
+    assert names == sorted(names), "Cargo.lock must keep cargo's order, or cargo rewrites it"
+    assert ("opentelemetry" in names) == answers["opentelemetry"]
+    assert not (tmp_path / "pyproject.toml").exists()
+    assert "{{" not in (tmp_path / "src" / "main.rs").read_text()
+
+
+def test_rust_files_carry_one_guard() -> None:
+    """Every Rust-only path is guarded by `is_rust` alone (no compound conditions)."""
+    template = TEMPLATE / "template"
+    guarded = [p for p in template.rglob("*") if "is_rust" in str(p.relative_to(template))]
+
+    assert guarded
+    for path in guarded:
+        name = str(path.relative_to(template))
+        assert " and " not in name and " or " not in name, name
+
+
+def _commit_all(project: Path) -> None:
+    run(["git", "init", "-q"], project)
+    run(["git", "add", "-A"], project)
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "generated"],
+        project,
+    )
+
+
+@needs_cargo
+@pytest.mark.slow
+@pytest.mark.rust
+@pytest.mark.parametrize("answers", BUILDS.values(), ids=BUILDS.keys())
+def test_generated_crate_lints_tests_and_stays_formatted(tmp_path: Path, answers: dict[str, Any]) -> None:
+    project = generate(tmp_path / "service", flavour="rust", **answers)
+    _commit_all(project)
+
+    run(["make", "lint", "test"], project, timeout=1800)
+    run(["make", "fmt"], project, timeout=900)
+
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+
+
+@needs_cargo
+@pytest.mark.slow
+@pytest.mark.rust
+@pytest.mark.parametrize("opentelemetry", [False, True], ids=["plain", "opentelemetry"])
+def test_committed_lock_resolves_the_manifest(tmp_path: Path, opentelemetry: bool) -> None:
+    """A lock that no longer matches Cargo.toml fails here: regenerate it with scripts/lock-rust."""
+    project = generate(
+        tmp_path / "service", flavour="rust", project_name="zz-last", opentelemetry=opentelemetry
+    )
+    before = (project / "Cargo.lock").read_text()
+
+    result = run(["cargo", "metadata", "--locked", "--format-version", "1"], project, check=False)
+
+    assert result.returncode == 0, f"Cargo.lock is stale; run scripts/lock-rust\n{result.stderr[-3000:]}"
+    assert (project / "Cargo.lock").read_text() == before
