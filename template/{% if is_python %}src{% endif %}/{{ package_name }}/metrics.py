@@ -7,7 +7,7 @@ clients send.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -19,6 +19,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from . import about
 from .errors import Kind
@@ -26,6 +28,9 @@ from .errors import Kind
 # The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTES = ("/.well-known/live", "/.well-known/ready", "/metrics")
+PROCESS_METRICS = frozenset(
+    {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"}
+)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 # `_created` series double the count of series for no operational use.
@@ -34,13 +39,26 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometh
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _ProcessMetrics(Collector):
+    """The process collector's four metrics of the contract, unprefixed so that stock dashboards work.
+
+    The process collector also reports `process_max_fds` and `process_virtual_memory_bytes`,
+    which the contract leaves out.
+    """
+
+    def __init__(self) -> None:
+        self._process = ProcessCollector(registry=None)
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._process.collect() if family.name in PROCESS_METRICS]
+
+
 class Metrics:
     """Every metric of the contract, registered in the instance's own registry."""
 
     def __init__(self, version: str, commit: str | None) -> None:
         self.registry = CollectorRegistry()
-        # Unprefixed `process_*` names, so that stock dashboards work.
-        ProcessCollector(registry=self.registry)
+        self.registry.register(_ProcessMetrics())
         p = about.METRIC_PREFIX
         build_info = Gauge(
             f"{p}build_info",
