@@ -171,8 +171,10 @@ impl App {
     /// Serves and beats until SIGTERM or SIGINT, then drains within the shutdown timeout.
     pub async fn run_until_stopped(mut self) -> Result<Stopped, AppError> {
         let (trigger, stop) = shutdown::channel();
+        // The server stops last, after the work has drained: until then it answers 503 on
+        // ready, so that load balancers and operators can watch the drain.
+        let (server_trigger, server_stop) = shutdown::channel();
         let router = Self::router(self.health.clone(), self.exporter.clone());
-        let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(self.listener, router)
                 .with_graceful_shutdown(server_stop.wait())
@@ -218,6 +220,7 @@ impl App {
             let _ = permits
                 .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
                 .await;
+            server_trigger.fire();
             served = match server.await {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

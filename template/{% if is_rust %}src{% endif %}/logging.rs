@@ -179,14 +179,17 @@ pub struct SinkWriter<'a> {
 
 impl Write for SinkWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // The file first: whoever sees a line on stderr finds it in the file already.
+        let written = self
+            .sink
+            .file
+            .as_ref()
+            .map_or(Ok(()), |file| file.write_line(buf));
         if self.sink.stderr {
-            // A full stderr (closed pipe) must not stop the file from getting the line.
+            // A closed stderr must not lose the line that the file got.
             let _ = io::stderr().lock().write_all(buf);
         }
-        if let Some(file) = &self.sink.file {
-            file.write_line(buf)?;
-        }
-        Ok(buf.len())
+        written.map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
