@@ -30,15 +30,16 @@ class PidFileHeld(Exception):
 def held(path: Path) -> Iterator[None]:
     """Create and lock the PID file; remove it at exit. Raises PidFileHeld."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PidFileHeld(path, _read(fd) or "unknown") from None
-        old_pid = _read(fd)
-        if old_pid:
-            log.warn("taking over stale PID file", path=path, old_pid=old_pid)
+        if existed:
+            # Left by a process that is gone (even an empty file: it died while writing it).
+            log.warn("taking over stale PID file", path=path, old_pid=_read(fd))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         os.fsync(fd)
