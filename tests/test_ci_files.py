@@ -102,7 +102,7 @@ def test_github_workflows_run_the_makefile_targets_and_the_rule_tests(combo: str
     ci_runs = run_scripts(docs["ci.yml"])
     for target in ("setup", "lint", "test", "build"):
         assert f"make {target}" in ci_runs, target
-    assert "promtool test rules deploy/prometheus/alerts_test.yml" in ci_runs
+    assert "promtool test rules deploy/prometheus/tests/alerts_test.yml" in ci_runs
     # `on:` parses as True in YAML 1.1
     assert docs["release.yml"][True]["push"]["tags"] == ["v*"]
     assert "make build" in run_scripts(docs["release.yml"])
@@ -147,7 +147,7 @@ def test_gitlab_ci_matches_the_schema_and_has_every_stage(combo: str) -> None:
     assert scripts["lint"] == ["make setup", "make lint"]
     assert scripts["test"] == ["make setup", "make test"]
     assert scripts["build"] == ["make setup", "make build"]
-    assert "promtool test rules deploy/prometheus/alerts_test.yml" in scripts["alert-rules"]
+    assert "promtool test rules deploy/prometheus/tests/alerts_test.yml" in scripts["alert-rules"]
     assert doc["release-build"]["rules"] == [{"if": "$CI_COMMIT_TAG =~ /^v/"}]
     assert doc["release"]["release"]["tag_name"] == "$CI_COMMIT_TAG"
     assert doc["template-update"]["rules"] == [{"if": '$CI_PIPELINE_SOURCE == "schedule"'}]

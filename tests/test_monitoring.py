@@ -73,7 +73,7 @@ def test_prometheus_config_rules_and_rule_tests_pass(combo: str) -> None:
     prometheus = rendered(combo) / "deploy" / "prometheus"
     validate(["promtool", "check", "config", "scrape.yml"], prometheus)
     validate(["promtool", "check", "rules", "alerts.yml"], prometheus)
-    validate(["promtool", "test", "rules", "alerts_test.yml"], prometheus)
+    validate(["promtool", "test", "rules", "tests/alerts_test.yml"], prometheus)
     scrape = yaml.safe_load((prometheus / "scrape.yml").read_text())
     (job,) = scrape["scrape_configs"]
     assert job["job_name"] == answers(combo)["project_name"]
@@ -85,7 +85,7 @@ def test_rule_tests_fail_when_a_threshold_drifts(tmp_path: Path) -> None:
     shutil.copytree(prometheus, tmp_path / "prometheus")
     alerts = tmp_path / "prometheus" / "alerts.yml"
     alerts.write_text(alerts.read_text().replace('kind="persistent"}[10m]) > 10', 'kind="persistent"}[10m]) > 20'))
-    validate(["promtool", "test", "rules", "alerts_test.yml"], tmp_path / "prometheus", expect_ok=False)
+    validate(["promtool", "test", "rules", "tests/alerts_test.yml"], tmp_path / "prometheus", expect_ok=False)
 
 
 @pytest.mark.parametrize("combo", ["python-github-systemd", "python-both-all"])
