@@ -74,3 +74,19 @@ def spawn(service_build: BuiltService, tmp_path: Path) -> Iterator[Callable[...,
     yield make
     for svc in made:
         svc.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_service(
+    service_build: BuiltService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One running service with the default settings, shared by a module's read-only checks.
+
+    Booting costs about a second; tests that only look (status codes, bodies, the metric names)
+    share this one. Tests that count, signal or configure start their own with `spawn`.
+    """
+    svc = Service(service_build, tmp_path_factory.mktemp(f"shared-{service_build.flavour}"))
+    try:
+        yield svc.start()
+    finally:
+        svc.kill()

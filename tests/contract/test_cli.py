@@ -27,8 +27,8 @@ def test_version_prints_one_line_with_name_and_version(spawn):
     assert match["name"] == svc.name
 
 
-def test_version_agrees_with_build_info(spawn, service_build):
-    svc = spawn().start()
+def test_version_agrees_with_build_info(shared_service, service_build):
+    svc = shared_service
     version = VERSION_LINE.match(svc.cli("--version").stdout.strip())
     assert version, "unparsable --version line"
 

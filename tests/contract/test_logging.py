@@ -161,7 +161,7 @@ def test_module_filter_turns_on_debug_for_the_service_only(spawn, service_build)
     fast_work = {"WORK__INTERVAL_SECS": "0.05"}
     plain = spawn(env={"RUST_LOG": "info"}, settings=fast_work).start()
     debug = spawn(env={"RUST_LOG": f"info,{service_build.snake}=debug"}, settings=fast_work).start()
-    time.sleep(1)
+    time.sleep(0.6)  # a dozen work runs
 
     assert plain.stop() == 0 and debug.stop() == 0
 

@@ -37,11 +37,11 @@ def expected_types(prefix: str) -> dict[str, str]:
     }
 
 
-def test_promtool_accepts_the_exposition(spawn):
+def test_promtool_accepts_the_exposition(shared_service):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (apt-get install prometheus)")
-    svc = spawn().start()
+    svc = shared_service
     for path in ("/.well-known/live", "/nope"):
         svc.get(path)
 
@@ -53,8 +53,8 @@ def test_promtool_accepts_the_exposition(spawn):
     assert proc.returncode == 0, f"promtool check metrics:\n{proc.stdout}{proc.stderr}\n--- metrics\n{text}"
 
 
-def test_exactly_the_documented_metrics_with_types_and_help(spawn):
-    svc = spawn().start()
+def test_exactly_the_documented_metrics_with_types_and_help(shared_service):
+    svc = shared_service
     svc.get("/.well-known/live")
     prefix = svc.built.metric_prefix
 
@@ -67,8 +67,8 @@ def test_exactly_the_documented_metrics_with_types_and_help(spawn):
     assert not [name for name, _, _ in metrics.samples if name.endswith("_created")]
 
 
-def test_values_at_start(spawn, service_build):
-    svc = spawn().start()
+def test_values_at_start(shared_service, service_build):
+    svc = shared_service
     p = service_build.metric_prefix
 
     m = Metrics.parse(svc.metrics())
@@ -97,7 +97,7 @@ def test_requests_are_counted_by_route_method_status(spawn, service_build):
     for _ in range(3):
         svc.get(f"/nope-{random.random()}")
     svc.get("/metrics", method="POST")
-    svc.get("/metrics", method="BREW")
+    svc.get("/metrics", method="PROPFIND")
     svc.get("/.well-known/live", method="HEAD")
 
     m = Metrics.parse(svc.metrics())

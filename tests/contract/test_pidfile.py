@@ -39,7 +39,7 @@ def test_stale_pid_file_is_taken_over_with_a_warning(spawn, content):
     svc.pid_file.write_text(content)
 
     svc.start()
-    warn = svc.wait_for_message("taking over stale PID file")
+    warn = svc.wait_for_message("taking over stale PID file", timeout=1)  # logged before `ready`
 
     assert warn.level == "WARN"
     assert warn.fields["path"] == str(svc.pid_file)

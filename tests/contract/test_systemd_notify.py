@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from services import NotifySocket
@@ -19,6 +20,7 @@ def test_notifications_follow_the_lifecycle(spawn, abstract):
         ready_after_notify = svc.get("/.well-known/ready").status
         watchdogs = notify.wait_for("WATCHDOG=1", 3)
         svc.wait_ready(5)
+        time.sleep(1)  # five heartbeats
         svc.signal(signal.SIGTERM)
         code = svc.wait(10)
         assert notify.wait_for("STOPPING=1", 2)
