@@ -11,8 +11,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Gauge, Recorder, Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::{FilterLayer, Layer};
 
 use crate::config::snake_name;
 
@@ -160,11 +161,28 @@ pub struct Exporter {
     process: metrics_process::Collector,
 }
 
+/// Process metrics that the collector reports beyond the contract's four (CPU, RSS, open fds,
+/// start time); dropped so that `/metrics` holds exactly the documented names.
+const UNLISTED_PROCESS_METRICS: &[&str] = &[
+    "process_max_fds",
+    "process_threads",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+];
+
+/// The Prometheus recorder behind a filter of the unlisted process metrics, and its handle.
+pub fn recorder() -> (impl Recorder + Sync + 'static, PrometheusHandle) {
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    let filter = FilterLayer::from_patterns(UNLISTED_PROCESS_METRICS.iter().copied());
+    (filter.layer(prometheus), handle)
+}
+
 impl Exporter {
     /// Installs the global recorder, once per process.
     pub fn install(version: &str, commit: &str) -> Result<Self, String> {
-        let handle = PrometheusBuilder::new()
-            .install_recorder()
+        let (recorder, handle) = recorder();
+        metrics::set_global_recorder(recorder)
             .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
         Ok(Self::with_handle(handle, version, commit))
     }
@@ -242,8 +260,7 @@ mod tests {
 
     #[test]
     fn every_metric_is_present_with_help_and_no_created_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
+        let (recorder, handle) = recorder();
         let text = metrics::with_local_recorder(&recorder, || {
             let exporter = Exporter::with_handle(handle, "1.2.3", "abc1234");
             Handles::new().retries.increment(2);
@@ -272,5 +289,6 @@ mod tests {
         assert!(text.contains("flavour=\"rust\""), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(!text.contains("_created"), "{text}");
+        assert!(!text.contains("process_threads"), "{text}");
     }
 }

@@ -42,6 +42,8 @@ impl PidFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error)?;
         }
+        // A file that exists with its lock free is stale, whatever it holds (even nothing).
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -67,7 +69,7 @@ impl PidFile {
             Err(TryLockError::Error(e)) => return Err(io_error(e)),
         }
         let old_pid = read_pid(&mut file).map_err(io_error)?;
-        if !old_pid.is_empty() {
+        if existed {
             tracing::warn!(path = %path.display(), old_pid = %old_pid, "taking over stale PID file");
         }
         file.set_len(0).map_err(io_error)?;
