@@ -63,7 +63,7 @@ impl fmt::Display for Layer {
 /// What a key accepts; each kind has one parser and one "allowed" text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A non-empty string.
+    /// An IP address or a host name.
     Text,
     /// A non-empty path; `${PREFIX}` is expanded.
     Path,
@@ -153,13 +153,16 @@ impl Key {
 impl Kind {
     fn allowed(self) -> &'static str {
         match self {
-            Kind::Text | Kind::Path => "allowed a non-empty string",
-            Kind::Port => "allowed 1-65535",
-            Kind::Filter => "allowed RUST_LOG syntax, e.g. info, debug or module::path=debug,info",
-            Kind::Seconds => "allowed a number of seconds greater than 0 (fractions allowed)",
+            Kind::Text => "allowed an IP address or host name",
+            Kind::Path => "allowed a non-empty path (${PREFIX} is expanded)",
+            Kind::Port => "allowed 1-65535 (0 picks a free port)",
+            Kind::Filter => {
+                "allowed a level (off, error, warn, info, debug, trace) and/or module=level pairs, comma separated"
+            }
+            Kind::Seconds => "allowed a number of seconds > 0 (fractions allowed)",
             Kind::Concurrency => "allowed 1-1024",
-            Kind::OptionalUrl => "allowed an http:// or https:// URL, or \"\" for none",
-            Kind::Secret => "allowed a string",
+            Kind::OptionalUrl => "allowed an http(s) URL, or empty",
+            Kind::Secret => "allowed a string (a secret)",
         }
     }
 
@@ -210,9 +213,12 @@ impl Kind {
 
     fn check_text(self, text: &str) -> Result<(), String> {
         match self {
-            Kind::Text | Kind::Path | Kind::Filter if text.trim().is_empty() => {
-                Err("empty value".into())
-            }
+            Kind::Text if !is_host(text) => Err(format!(
+                "{} is not an IP address or host name",
+                literal(&Value::String(text.into()))
+            )),
+            Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
+            Kind::Filter if text.trim().is_empty() => Err("the filter is empty".into()),
             Kind::Filter => crate::logging::parse_filter(text).map(|_| ()).map_err(|e| {
                 format!(
                     "{} is not a valid filter ({e})",
@@ -221,18 +227,26 @@ impl Kind {
             }),
             Kind::OptionalUrl if !text.is_empty() => match url::Url::parse(text) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-                Ok(_) => Err(format!(
+                _ => Err(format!(
                     "{} is not an http(s) URL",
-                    literal(&Value::String(text.into()))
-                )),
-                Err(e) => Err(format!(
-                    "{} is not a URL ({e})",
                     literal(&Value::String(text.into()))
                 )),
             },
             _ => Ok(()),
         }
     }
+}
+
+/// An IP address, or a host name of dot-separated labels (letters, digits, inner hyphens).
+fn is_host(text: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    text.parse::<std::net::IpAddr>().is_ok() || (text.len() <= 253 && text.split('.').all(label))
 }
 
 /// A value written as a TOML literal: `"127.0.0.1"`, `9000`, `10.0`.
@@ -313,14 +327,14 @@ impl LayerValues {
         for (section, content) in table {
             if !SECTIONS.contains(&section.as_str()) {
                 errors.push(format!(
-                    "{section} ({layer}): unknown key; allowed sections: {}",
+                    "{section} ({layer}): unknown key; allowed tables: {}",
                     SECTIONS.join(", ")
                 ));
                 continue;
             }
             let Value::Table(keys) = content else {
                 errors.push(format!(
-                    "{section} ({layer}): {} is not a table; allowed a [{section}] table with keys {}",
+                    "{section} ({layer}): {} is not a table; allowed keys of [{section}]: {}",
                     literal(content),
                     keys_of(section)
                 ));
@@ -396,7 +410,7 @@ fn unknown_key(section: &str, name: &str, origin: &str) -> String {
         )
     } else {
         format!(
-            "{section}.{name} ({origin}): unknown key; allowed sections: {}",
+            "{section}.{name} ({origin}): unknown key; allowed tables: {}",
             SECTIONS.join(", ")
         )
     }
@@ -730,7 +744,7 @@ mod tests {
             "config error: work.max_concurrency (base): 0 is out of range; allowed 1-1024"
                 .to_string(),
             format!(
-                "config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535"
+                "config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"
             ),
             format!(
                 "config error: work.nope (env {bad_var}): unknown key; allowed keys of [work]: interval_secs, max_concurrency, upstream_url, upstream_token"
@@ -810,7 +824,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "config error: work.upstream_token (base): [redacted] is not a string; allowed a string"
+                "config error: work.upstream_token (base): [redacted] is not a string; allowed a string (a secret)"
             ]
         );
         let token_var = var("WORK__UPSTREAM_TOKEN");

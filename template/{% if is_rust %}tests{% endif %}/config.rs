@@ -46,7 +46,7 @@ fn every_bad_value_is_reported_then_exit_1() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains(&format!(
-            "config error: http.port (env {port}): 70000 is out of range; allowed 1-65535"
+            "config error: http.port (env {port}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"
         )),
         "{stderr}"
     );
