@@ -286,9 +286,10 @@ def test_out_of_range_message_is_the_documented_one(spawn):
 
     proc = check(svc, env={var: "70000"})
 
-    # The documented example; a note after the range (0 picks a free port) is allowed.
-    documented = f"config error: http.port (env {var}): 70000 is out of range; allowed 1-65535"
-    assert [line for line in proc.stderr.splitlines() if line.startswith(documented)], proc.stderr
+    documented = (
+        f"config error: http.port (env {var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"
+    )
+    assert documented in proc.stderr.splitlines(), proc.stderr
 
 
 def test_unknown_key_message_lists_the_allowed_keys(spawn):
@@ -396,3 +397,24 @@ def test_check_config_is_the_same_in_both_flavours(python_service, rust_service,
         assert proc.returncode == 0, proc.stderr
         outputs[built.flavour] = proc.stdout
     assert outputs["python"] == outputs["rust"]
+
+
+@pytest.mark.rust
+def test_config_errors_are_the_same_in_both_flavours(python_service, rust_service, tmp_path):
+    prefix = tmp_path / "prefix"
+    base = (
+        '[http]\nportt = 1\nhost = ""\n[work]\nmax_concurrency = 0\nupstream_url = "nope"\n[htpp]\nport = 1\n'
+    )
+    errors_by_flavour = {}
+    for built in (python_service, rust_service):
+        svc = Service(
+            built, tmp_path / built.flavour, prefix=prefix, fast=False, secrets="[log]\nfilter = 7\n"
+        )
+        (svc.workdir / "cfg" / "bad.toml").write_text(base)
+        env = {built.env_var("http.port"): "70000", built.env_var("heartbeat.interval_secs"): "abc"}
+        proc = svc.cli("check-config", "--config", str(svc.workdir / "cfg" / "bad.toml"), env=env)
+        assert proc.returncode == 1, proc.stderr
+        errors_by_flavour[built.flavour] = sorted(
+            proc.stderr.replace(str(svc.workdir), "<workdir>").splitlines()
+        )
+    assert errors_by_flavour["python"] == errors_by_flavour["rust"]

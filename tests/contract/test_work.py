@@ -68,8 +68,9 @@ def test_transient_errors_are_retried_on_schedule_and_counted(spawn):
     assert len(calls) == 6, f"1 attempt and 5 retries expected, got {len(calls)}"
     assert total_calls == 6, "no retry beyond the fifth"
     gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
-    for gap, delay in zip(gaps, RETRY_DELAYS):
-        assert delay * 0.9 <= gap <= delay + 0.3, f"retry delays {gaps} are not {RETRY_DELAYS}"
+    for gap, delay in zip(gaps, RETRY_DELAYS, strict=True):
+        # never early; late only by scheduling noise (a doubled delay is out of every bound)
+        assert delay * 0.9 <= gap <= delay * 1.5 + 0.15, f"retry delays {gaps} are not {RETRY_DELAYS}"
     assert errors == 1
     assert m.value(f"{p}retries_total") == 5
     assert m.value(f"{p}errors_total", kind="persistent") == 0
