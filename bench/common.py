@@ -6,6 +6,7 @@ that a run rewrites its section and leaves the others as they were.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -44,14 +45,14 @@ def median(values: Iterable[float]) -> float:
 
 def ratio(value: float, reference: float) -> float:
     """value / reference, NaN when the reference is zero or missing."""
-    if reference == 0 or reference != reference:  # NaN != NaN
+    if reference == 0 or math.isnan(reference):
         return float("nan")
     return value / reference
 
 
 def fmt(value: float, digits: int = 2, unit: str = "") -> str:
     """A number for a table: fixed digits, `n/a` for NaN."""
-    if value != value:
+    if math.isnan(value):
         return "n/a"
     return f"{value:,.{digits}f}{unit}"
 
@@ -90,7 +91,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
         ]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right, strict=True)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
@@ -188,10 +195,10 @@ def git_commit() -> str:
 def require_matplotlib() -> object:
     """matplotlib.pyplot with a headless backend, or a clear error saying how to install it."""
     try:
-        import matplotlib  # noqa: PLC0415  # optional: only the plots need it
+        import matplotlib  # optional: only the plots need it
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError as error:
         raise SystemExit(
             f"plots need matplotlib ({error}): `python3 -m pip install -r bench/requirements.txt`, "

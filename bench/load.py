@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -175,8 +176,10 @@ def build_python_peer(name: str, python_version: str) -> Server:
     if not (stamp.exists() and stamp.read_text() == wanted):
         shutil.rmtree(venv, ignore_errors=True)
         run(["uv", "venv", "--quiet", "--python", python_version, str(venv)], cwd=PEERS)
-        run(["uv", "pip", "install", "--quiet", "--python", str(venv_python(venv)), "-r", str(requirements)],
-            cwd=PEERS)  # fmt: skip
+        run(
+            ["uv", "pip", "install", "--quiet", "--python", str(venv_python(venv)), "-r", str(requirements)],
+            cwd=PEERS,
+        )
         stamp.write_text(wanted)
     return Server(
         name=f"{name} peer",
@@ -211,8 +214,13 @@ def build_rust_flavour() -> Server:
 def build_axum_peer() -> Server:
     run(["cargo", "build", "--release", "--locked"], cwd=PEERS / "axum-peer", timeout=3600)
     binary = copy_binary("axum-peer")
-    return Server(name="axum peer", family="rust", argv=[str(binary), "{port}"], cwd=PEERS,
-                  binary_size=binary.stat().st_size)  # fmt: skip
+    return Server(
+        name="axum peer",
+        family="rust",
+        argv=[str(binary), "{port}"],
+        cwd=PEERS,
+        binary_size=binary.stat().st_size,
+    )
 
 
 def build_all(families: list[str]) -> list[Server]:
@@ -313,7 +321,9 @@ class Running:
         # The contract wants exit 0; uvicorn re-raises the signal once it has shut down cleanly.
         allowed = (0,) if self.server.flavour else (0, -signal.SIGTERM)
         if code not in allowed:
-            raise self.failure(f"exited with {code} after SIGTERM (expected {' or '.join(map(str, allowed))})")
+            raise self.failure(
+                f"exited with {code} after SIGTERM (expected {' or '.join(map(str, allowed))})"
+            )
         self.output.close()
         return elapsed
 
@@ -359,8 +369,10 @@ def parse_wrk(stdout: str) -> WrkResult:
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
             data = json.loads(line)
-            errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors",
-                                           "timeouts"))  # fmt: skip
+            errors = sum(
+                data[k]
+                for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+            )
             return WrkResult(
                 requests=int(data["requests"]),
                 seconds=data["duration_us"] / 1e6,
@@ -373,9 +385,18 @@ def parse_wrk(stdout: str) -> WrkResult:
 
 def wrk_command(port: int, path: str, seconds: int, connections: int, cpu: int) -> list[str]:
     return [
-        "taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-        "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}{path}",
-    ]  # fmt: skip
+        "taskset",
+        "-c",
+        str(cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(WRK_SCRIPT),
+        f"http://127.0.0.1:{port}{path}",
+    ]
 
 
 def load(proc: Running, path: str, seconds: int, connections: int, cpu: int) -> tuple[WrkResult, float]:
@@ -386,7 +407,7 @@ def load(proc: Running, path: str, seconds: int, connections: int, cpu: int) -> 
     def sample() -> None:
         while not done.wait(0.1):
             value = rss_mib(proc.proc.pid)
-            if value == value and not (peak[0] >= value):
+            if not math.isnan(value) and not (peak[0] >= value):
                 peak[0] = value
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -394,8 +415,11 @@ def load(proc: Running, path: str, seconds: int, connections: int, cpu: int) -> 
     try:
         out = subprocess.run(
             wrk_command(proc.port, path, seconds, connections, cpu),
-            capture_output=True, text=True, timeout=seconds + 60, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
     finally:
         done.set()
         sampler.join()
@@ -444,9 +468,11 @@ def measure(servers: list[Server], settings: Settings, scratch: Path) -> dict[st
             for path in ROUTES:
                 if settings.warmup:
                     load(proc, path, settings.warmup, settings.connections, settings.client_cpu)
-                result, route_peak = load(proc, path, settings.seconds, settings.connections, settings.client_cpu)
+                result, route_peak = load(
+                    proc, path, settings.seconds, settings.connections, settings.client_cpu
+                )
                 samples.wrk.setdefault(path, []).append(result)
-                peak = max(peak, route_peak) if peak == peak else route_peak
+                peak = route_peak if math.isnan(peak) else max(peak, route_peak)
             samples.load_rss.append(peak)
             time.sleep(0.5)  # wrk has closed its connections: this stop is idle again, after load
             samples.exit_after_load_s.append(proc.terminate())
@@ -508,16 +534,18 @@ def throughput_table(servers: list[Server], summary: dict[str, Summary]) -> str:
         for server in servers:
             s = summary[server.name]
             peer = summary.get(PEER_OF.get(server.name, ""))
-            rows.append([
-                f"`{path}`",
-                server.name,
-                fmt(nan_get(s.rps, path), 0),
-                fmt(nan_get(s.p50, path), 3),
-                fmt(nan_get(s.p99, path), 3),
-                str(s.errors.get(path, 0)),
-                fmt(ratio(nan_get(s.rps, path), nan_get(peer.rps, path))) + "×" if peer else "",
-                fmt(ratio(nan_get(s.p99, path), nan_get(peer.p99, path))) + "×" if peer else "",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    f"`{path}`",
+                    server.name,
+                    fmt(nan_get(s.rps, path), 0),
+                    fmt(nan_get(s.p50, path), 3),
+                    fmt(nan_get(s.p99, path), 3),
+                    str(s.errors.get(path, 0)),
+                    fmt(ratio(nan_get(s.rps, path), nan_get(peer.rps, path))) + "×" if peer else "",
+                    fmt(ratio(nan_get(s.p99, path), nan_get(peer.p99, path))) + "×" if peer else "",
+                ]
+            )
     headers = ["route", "server", "req/s", "p50 (ms)", "p99 (ms)", "errors", "req/s vs peer", "p99 vs peer"]
     return table(headers, rows, right=[False, False, True, True, True, True, True, True])
 
@@ -526,23 +554,33 @@ def lifecycle_table(servers: list[Server], summary: dict[str, Summary]) -> str:
     rows = []
     for server in servers:
         s = summary[server.name]
-        rows.append([
-            server.name,
-            fmt(s.ready_s * 1000, 1),
-            fmt(s.idle_rss, 1),
-            fmt(s.load_rss, 1),
-            fmt(s.exit_idle_s * 1000, 1),
-            fmt(s.exit_after_load_s * 1000, 1),
-            fmt(server.binary_size / 1e6, 2) if server.binary_size else "",
-            f"{s.n_cycles} / {s.n_load}",
-        ])  # fmt: skip
-    headers = ["server", "start→ready (ms)", "idle RSS (MiB)", "RSS under load (MiB)",
-               "SIGTERM→exit idle (ms)", "after load (ms)", "binary (MB)", "n starts / loads"]  # fmt: skip
+        rows.append(
+            [
+                server.name,
+                fmt(s.ready_s * 1000, 1),
+                fmt(s.idle_rss, 1),
+                fmt(s.load_rss, 1),
+                fmt(s.exit_idle_s * 1000, 1),
+                fmt(s.exit_after_load_s * 1000, 1),
+                fmt(server.binary_size / 1e6, 2) if server.binary_size else "",
+                f"{s.n_cycles} / {s.n_load}",
+            ]
+        )
+    headers = [
+        "server",
+        "start→ready (ms)",
+        "idle RSS (MiB)",
+        "RSS under load (MiB)",
+        "SIGTERM→exit idle (ms)",
+        "after load (ms)",
+        "binary (MB)",
+        "n starts / loads",
+    ]
     return table(headers, rows, right=[False] + [True] * 7)
 
 
 def check(value: float, limit: float, at_least: bool) -> str:
-    if value != value:
+    if math.isnan(value):
         return verdict(None)
     return verdict(value >= limit if at_least else value <= limit)
 
@@ -558,19 +596,31 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
         s, p = summary[flavour], summary[peer]
         rps = ratio(nan_get(s.rps, live), nan_get(p.rps, live))
         p99 = ratio(nan_get(s.p99, live), nan_get(p.p99, live))
-        lines.append(f"- {flavour} `{live}` throughput {fmt(rps)}× the {peer}'s "
-                     f"(target ≥ {t.live_throughput_vs_peer}×): **{check(rps, t.live_throughput_vs_peer, True)}**")
-        lines.append(f"- {flavour} `{live}` p99 {fmt(p99)}× the {peer}'s "
-                     f"(target ≤ {t.live_p99_vs_peer}×): **{check(p99, t.live_p99_vs_peer, False)}**")  # fmt: skip
+        lines.append(
+            f"- {flavour} `{live}` throughput {fmt(rps)}× the {peer}'s "
+            f"(target ≥ {t.live_throughput_vs_peer}×): **{check(rps, t.live_throughput_vs_peer, True)}**"
+        )
+        lines.append(
+            f"- {flavour} `{live}` p99 {fmt(p99)}× the {peer}'s "
+            f"(target ≤ {t.live_p99_vs_peer}×): **{check(p99, t.live_p99_vs_peer, False)}**"
+        )
     if "python flavour" in summary and "aiohttp peer" in summary:
-        m = ratio(nan_get(summary["python flavour"].rps, metrics), nan_get(summary["aiohttp peer"].rps, metrics))
-        lines.append(f"- python flavour `{metrics}` throughput {fmt(m)}× the aiohttp peer's plain "
-                     f"prometheus-client exposition (target ≥ {t.python_metrics_vs_peer}×): "
-                     f"**{check(m, t.python_metrics_vs_peer, True)}**")  # fmt: skip
+        m = ratio(
+            nan_get(summary["python flavour"].rps, metrics), nan_get(summary["aiohttp peer"].rps, metrics)
+        )
+        lines.append(
+            f"- python flavour `{metrics}` throughput {fmt(m)}× the aiohttp peer's plain "
+            f"prometheus-client exposition (target ≥ {t.python_metrics_vs_peer}×): "
+            f"**{check(m, t.python_metrics_vs_peer, True)}**"
+        )
     if "python flavour" in summary and "rust flavour" in summary:
-        m = ratio(nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics))
-        lines.append(f"- rust flavour `{metrics}` throughput {fmt(m, 1)}× the python flavour's "
-                     f"(target ≥ {t.rust_metrics_vs_python:g}×): **{check(m, t.rust_metrics_vs_python, True)}**")
+        m = ratio(
+            nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics)
+        )
+        lines.append(
+            f"- rust flavour `{metrics}` throughput {fmt(m, 1)}× the python flavour's "
+            f"(target ≥ {t.rust_metrics_vs_python:g}×): **{check(m, t.rust_metrics_vs_python, True)}**"
+        )
     limits = {
         "python flavour": (t.python_ready_s, t.python_idle_rss_mib, t.python_exit_s),
         "rust flavour": (t.rust_ready_s, t.rust_idle_rss_mib, t.rust_exit_s),
@@ -579,17 +629,25 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
         if flavour not in summary:
             continue
         s = summary[flavour]
-        lines.append(f"- {flavour} start→ready {fmt(s.ready_s * 1000, 1)} ms (target ≤ {ready * 1000:g} ms): "
-                     f"**{check(s.ready_s, ready, False)}**")
-        lines.append(f"- {flavour} idle RSS {fmt(s.idle_rss, 1)} MiB (target ≤ {rss:g} MiB): "
-                     f"**{check(s.idle_rss, rss, False)}**")
-        lines.append(f"- {flavour} SIGTERM→exit, idle, {fmt(s.exit_idle_s * 1000, 1)} ms "
-                     f"(target ≤ {exit_s * 1000:g} ms): **{check(s.exit_idle_s, exit_s, False)}**")  # fmt: skip
+        lines.append(
+            f"- {flavour} start→ready {fmt(s.ready_s * 1000, 1)} ms (target ≤ {ready * 1000:g} ms): "
+            f"**{check(s.ready_s, ready, False)}**"
+        )
+        lines.append(
+            f"- {flavour} idle RSS {fmt(s.idle_rss, 1)} MiB (target ≤ {rss:g} MiB): "
+            f"**{check(s.idle_rss, rss, False)}**"
+        )
+        lines.append(
+            f"- {flavour} SIGTERM→exit, idle, {fmt(s.exit_idle_s * 1000, 1)} ms "
+            f"(target ≤ {exit_s * 1000:g} ms): **{check(s.exit_idle_s, exit_s, False)}**"
+        )
     rust = by_name.get("rust flavour")
     if rust is not None and rust.binary_size:
         mb = rust.binary_size / 1e6
-        lines.append(f"- rust flavour release binary {fmt(mb)} MB (target ≤ {t.rust_binary_mb:g} MB): "
-                     f"**{check(mb, t.rust_binary_mb, False)}**")
+        lines.append(
+            f"- rust flavour release binary {fmt(mb)} MB (target ≤ {t.rust_binary_mb:g} MB): "
+            f"**{check(mb, t.rust_binary_mb, False)}**"
+        )
     return lines
 
 
@@ -598,7 +656,10 @@ def plot(servers: list[Server], summary: dict[str, Summary], path: Path) -> None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))  # type: ignore[attr-defined]
     names = [server.name for server in servers]
     width = 0.38
-    for ax, key, label in ((axes[0], "rps", "requests/s, median"), (axes[1], "p99", "p99 latency (ms), median")):
+    for ax, key, label in (
+        (axes[0], "rps", "requests/s, median"),
+        (axes[1], "p99", "p99 latency (ms), median"),
+    ):
         for offset, route in ((-width / 2, ROUTES[0]), (width / 2, ROUTES[1])):
             values = [nan_get(getattr(summary[n], key), route) for n in names]
             bars = ax.bar([i + offset for i in range(len(names))], values, width, label=route)
@@ -615,20 +676,29 @@ def plot(servers: list[Server], summary: dict[str, Summary], path: Path) -> None
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 round, 1 start/stop cycle, 1 s per wrk run, no warm-up")  # fmt: skip
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 1 start/stop cycle, 1 s per wrk run, no warm-up",
+    )
     parser.add_argument("--rounds", type=int, help="rounds of every contender (default 5; 1 with --quick)")
     parser.add_argument("--cycles", type=int, help="start/stop cycles per round (default 3; 1 with --quick)")
     parser.add_argument("--seconds", type=int, help="wrk duration per route (default 5; 1 with --quick)")
-    parser.add_argument("--warmup", type=int, help="unrecorded wrk seconds before each route (default 1; 0 with --quick)")
+    parser.add_argument(
+        "--warmup", type=int, help="unrecorded wrk seconds before each route (default 1; 0 with --quick)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--only", choices=("python", "rust"), help="only this family of contenders")
     parser.add_argument("--no-plot", action="store_true", help="skip docs/benchmarks-load.png")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     quick = args.quick
-    defaults = {"rounds": 1 if quick else 5, "cycles": 1 if quick else 3, "seconds": 1 if quick else 5,
-                "warmup": 0 if quick else 1}  # fmt: skip
+    defaults = {
+        "rounds": 1 if quick else 5,
+        "cycles": 1 if quick else 3,
+        "seconds": 1 if quick else 5,
+        "warmup": 0 if quick else 1,
+    }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -656,11 +726,21 @@ def main(argv: list[str]) -> int:
     os.sched_setaffinity(0, {client_cpu})
     families = [args.only] if args.only else ["python", "rust"]
     servers = build_all(families)
-    settings = Settings(args.rounds, args.cycles, args.seconds, args.warmup, args.connections,
-                        settle=0.5 if args.quick else 1.0, server_cpu=server_cpu, client_cpu=client_cpu)  # fmt: skip
+    settings = Settings(
+        args.rounds,
+        args.cycles,
+        args.seconds,
+        args.warmup,
+        args.connections,
+        settle=0.5 if args.quick else 1.0,
+        server_cpu=server_cpu,
+        client_cpu=client_cpu,
+    )
     info = RunInfo.begin(["bench/load.py", *argv])
-    print(f"load average {info.load_before}; servers on CPU {server_cpu}, wrk on CPU {client_cpu}; "
-          f"{settings.rounds} round(s) × {len(servers)} contenders")  # fmt: skip
+    print(
+        f"load average {info.load_before}; servers on CPU {server_cpu}, wrk on CPU {client_cpu}; "
+        f"{settings.rounds} round(s) × {len(servers)} contenders"
+    )
     with tempfile.TemporaryDirectory(prefix="plumbline-bench-load-") as tmp:
         results = measure(servers, settings, Path(tmp))
     info.end()
@@ -668,34 +748,40 @@ def main(argv: list[str]) -> int:
     throughput = throughput_table(servers, summary)
     lifecycle = lifecycle_table(servers, summary)
     targets = target_lines(servers, summary)
-    body = "\n".join([
-        "## The generated services under load, and their peers",
-        "",
-        info.markdown(),
-        "",
-        f"Each server pinned to CPU {server_cpu} and wrk (`-t1 -c{settings.connections} -d{settings.seconds}s`, "
-        f"after {settings.warmup} s of unrecorded warm-up) to CPU {client_cpu} with `taskset`, on loopback; "
-        f"{settings.rounds} round(s), contenders in turn; medians. The generated services run with their "
-        "default configuration (log level `info`, heartbeat every 10 s) as deployed: Python as "
-        "`.venv/bin/<svc> run`, Rust as the `cargo build --release` binary. Peers: aiohttp and "
-        "Starlette on uvicorn (uvloop, httptools) with prometheus-client's default registry, axum "
-        "with metrics-exporter-prometheus; each counts requests by route, method and status. "
-        "*vs peer*: the Python flavour against the aiohttp peer, the Rust flavour against the axum peer.",
-        "",
-        throughput,
-        "",
-        "Start→ready: from spawning the process to the first 200 on `/.well-known/ready`, polled every "
-        "2 ms. Idle RSS: VmRSS after "
-        f"{settings.settle:g} s idle; under load: the peak VmRSS sampled every 100 ms during wrk. "
-        "SIGTERM→exit: until the process has exited (code 0), idle, and 0.5 s after the load.",
-        "",
-        lifecycle,
-        "",
-        "Targets:",
-        "",
-        *targets,
-    ])  # fmt: skip
-    if not args.no_plot:
+    body = "\n".join(
+        [
+            "## The generated services under load, and their peers",
+            "",
+            info.markdown(),
+            "",
+            (
+                f"Each server pinned to CPU {server_cpu} and wrk (`-t1 -c{settings.connections} -d{settings.seconds}s`, "
+                f"after {settings.warmup} s of unrecorded warm-up) to CPU {client_cpu} with `taskset`, on loopback; "
+                f"{settings.rounds} round(s), contenders in turn; medians. The generated services run with their "
+                "default configuration (log level `info`, heartbeat every 10 s) as deployed: Python as "
+                "`.venv/bin/<svc> run`, Rust as the `cargo build --release` binary. Peers: aiohttp and "
+                "Starlette on uvicorn (uvloop, httptools) with prometheus-client's default registry, axum "
+                "with metrics-exporter-prometheus; each counts requests by route, method and status. "
+                "*vs peer*: the Python flavour against the aiohttp peer, the Rust flavour against the axum peer."
+            ),
+            "",
+            throughput,
+            "",
+            (
+                "Start→ready: from spawning the process to the first 200 on `/.well-known/ready`, polled every "
+                "2 ms. Idle RSS: VmRSS after "
+                f"{settings.settle:g} s idle; under load: the peak VmRSS sampled every 100 ms during wrk. "
+                "SIGTERM→exit: until the process has exited (code 0), idle, and 0.5 s after the load."
+            ),
+            "",
+            lifecycle,
+            "",
+            "Targets:",
+            "",
+            *targets,
+        ]
+    )
+    if not (args.no_plot or args.no_write):
         image = ROOT / "docs" / "benchmarks-load.png"
         plot(servers, summary, image)
         body += "\n\n![requests/s and p99 latency per server and route](benchmarks-load.png)"
