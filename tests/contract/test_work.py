@@ -190,3 +190,26 @@ def test_runs_are_bounded_by_max_concurrency(spawn):
 
     assert calls >= 5
     assert seen == 1, f"{seen} upstream calls were in flight together with work.max_concurrency = 1"
+
+
+def test_slow_upstream_times_out_and_is_retried(spawn):
+    # The per-attempt timeout is min(work.interval_secs, 10) s; one run at a time keeps the
+    # second call the first run's retry.
+    with FakeUpstream([(None, "")]) as upstream:
+        spawn(settings=work(upstream.url, "0.5", WORK__MAX_CONCURRENCY="1")).start(wait="listening")
+        calls = upstream.wait_calls(2, 5)
+
+    assert len(calls) >= 2, "a timed-out attempt is transient: it must be retried"
+    gap = calls[1].at - calls[0].at
+    assert 0.55 <= gap <= 1.0, f"expected a 0.5 s timeout then a 0.1 s delay, the retry came after {gap:.2f}s"
+
+
+def test_latency_gauge_is_in_seconds(spawn):
+    with FakeUpstream([good(2.0)], delay=0.15) as upstream:
+        svc = spawn(settings=work(upstream.url, "0.4")).start()
+        upstream.wait_calls(4, 5)
+        time.sleep(0.2)  # the fourth call has answered
+        ewma = Metrics.parse(svc.metrics()).value(f"{svc.built.metric_prefix}work_latency_ewma_seconds")
+
+    assert ewma is not None
+    assert 0.14 <= ewma <= 0.4, f"every call took 0.15 s; the EWMA gauge says {ewma}"
