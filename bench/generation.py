@@ -15,6 +15,7 @@ included) with two tags: `v1.0.0`, and `v1.1.0`, one extra commit on top, so tha
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import shutil
@@ -130,9 +131,9 @@ def template_repo(dst: Path, env: dict[str, str]) -> Path:
     return dst
 
 
-def copy_cmd(copier: str, repo: Path, answers_file: Path, dst: Path) -> list[str]:
+def copy_cmd(copier: list[str], repo: Path, answers_file: Path, dst: Path) -> list[str]:
     return [
-        copier,
+        *copier,
         "copy",
         "--trust",
         "--defaults",
@@ -147,9 +148,11 @@ def copy_cmd(copier: str, repo: Path, answers_file: Path, dst: Path) -> list[str
 
 
 def measure(rounds: int, work: Path) -> Results:
-    copier = shutil.which("copier")
-    if copier is None:
-        raise SystemExit("`copier` is not on PATH: python3 -m pip install -r requirements-dev.txt")
+    # `python -m copier` rather than the `copier` script on PATH, which may be a version
+    # manager's shim (pyenv's adds a shell and a second interpreter start to every call).
+    if importlib.util.find_spec("copier") is None:
+        raise SystemExit("copier is not installed: python3 -m pip install -r requirements-dev.txt")
+    copier = [sys.executable, "-m", "copier"]
     env = {**os.environ, **GIT_ENV}
     repo = template_repo(work / "template", env)
     answer_files = {}
@@ -177,7 +180,7 @@ def measure(rounds: int, work: Path) -> Results:
             git(["add", "-A"], dst, env)
             git(["commit", "-q", "-m", "generated"], dst, env)
             sample = timed(
-                [copier, "update", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD"], dst, env
+                [*copier, "update", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD"], dst, env
             )
             if "a change of the template since v1.0.0" not in (dst / "README.md").read_text():
                 raise RuntimeError(f"copier update did not bring v1.1.0's change into {dst}/README.md")
@@ -227,11 +230,14 @@ def report(results: Results) -> tuple[str, list[str]]:
         "vs copy",
         "n",
     ]
-    full_py = median(s.wall for s in results.get("copy", Case("python", "full")))
+    full_py_samples = results.get("copy", Case("python", "full"))
+    full_py = median(s.wall for s in full_py_samples)
+    full_py_cpu = median(s.cpu for s in full_py_samples)
+    passed = None if math.isnan(full_py) else full_py <= COPY_TARGET_SECS
     targets = [
         (
-            f"- `copier copy` of the full-featured Python service: {fmt(full_py)} s "
-            f"(target ≤ {COPY_TARGET_SECS} s): **{verdict(None if math.isnan(full_py) else full_py <= COPY_TARGET_SECS)}**"
+            f"- `copier copy` of the full-featured Python service: {fmt(full_py)} s wall, {fmt(full_py_cpu)} s CPU "
+            f"(target ≤ {COPY_TARGET_SECS} s wall): **{verdict(passed)}**"
         )
     ]
     return table(headers, rows), targets
@@ -282,7 +288,7 @@ def main(argv: list[str]) -> int:
             info.markdown(),
             "",
             (
-                "The `copier` command line in a fresh process, as a user runs it, from a local git "
+                "The `copier` command line (`python3 -m copier`) in a fresh process, as a user runs it, from a local git "
                 "repository of the template; medians of the rounds, run alternately. Peak RSS is the "
                 "largest process of the tree (`wait4`). *vs default*: against the same flavour with "
                 "default answers; *vs copy*: against `copier copy` of the same answers. `copier update` "
