@@ -3,7 +3,8 @@
 - `about`: the service's name, prefixes and version
 - `config`: three configuration layers, validated before anything starts
 - `logging`: the contract's log line, the RUST_LOG-style filter, reopening on SIGHUP
-- `metrics`: the Prometheus registry and the request-counting middleware
+- `metrics`: the Prometheus registry and the request counter
+- `server`: the HTTP/1.1 server of the fixed routes
 - `health`: liveness and readiness
 - `pidfile`: the locked PID file
 - `heartbeat`: the heartbeat file written by the main loop

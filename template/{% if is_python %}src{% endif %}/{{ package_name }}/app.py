@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
-from aiohttp import web
-
 from . import about, heartbeat, pidfile, sd_notify, shutdown
 from .config import Settings
 from .health import Health, Phase
 from .logging import LogSink, get_logger, logs, parse_filter
 from .metrics import ROUTES, Metrics
+from .server import Server
 from .work import MAX_ATTEMPT_SECS, LastGoodStore, SpanFactory, Upstream, Worker, no_span
 
 log = get_logger(__name__)
@@ -52,7 +50,7 @@ class App:
     health: Health
     worker: Worker
     sink: LogSink
-    runner: web.AppRunner
+    server: Server
 
     @property
     def address(self) -> str:
@@ -86,7 +84,7 @@ class App:
                     async with asyncio.timeout(self.settings.shutdown.timeout_secs):
                         await runs
                         await self.worker.drain()
-                        await self.runner.cleanup()
+                        await self.server.close()
                 except TimeoutError:
                     log.error(
                         "CRITICAL shutdown overran its timeout",
@@ -120,27 +118,22 @@ def _make_dir(path: Path, mode: int | None = None) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _serving(application: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """The HTTP server, bound on entry (port 0 picks a free port), closed on exit."""
-    runner = web.AppRunner(application, access_log=None, handle_signals=False)
-    await runner.setup()
+async def _serving(server: Server, host: str, port: int) -> AsyncIterator[int]:
+    """The HTTP server, bound on entry (port 0 picks a free port), closed on exit; the bound port."""
     try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as error:
-            raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
-        yield runner
+        bound = await server.start(host, port)
+    except OSError as error:
+        raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
+    try:
+        yield bound
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
-def _http_app(metrics: Metrics, health: Health) -> web.Application:
-    application = web.Application(middlewares=[metrics.middleware()])
+def _http_server(metrics: Metrics, health: Health) -> Server:
     live, ready, metrics_route = ROUTES
-    application.router.add_get(live, health.handle_live)
-    application.router.add_get(ready, health.handle_ready)
-    application.router.add_get(metrics_route, metrics.handle)
-    return application
+    routes = {live: health.handle_live, ready: health.handle_ready, metrics_route: metrics.handle}
+    return Server(routes, metrics.count_request)
 
 
 @contextlib.asynccontextmanager
@@ -155,19 +148,15 @@ async def build(settings: Settings, sink: LogSink, span: SpanFactory = no_span) 
         health = Health(metrics, settings.heartbeat.interval_secs)
         upstream = None
         if settings.work.upstream_url:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
             upstream = Upstream(
-                session,
                 settings.work.upstream_url,
                 settings.work.upstream_token.get_secret_value(),
                 min(settings.work.interval_secs, MAX_ATTEMPT_SECS),
             )
         worker = Worker(settings.work, upstream, LastGoodStore(Path(paths.data_dir)), metrics, health, span)
-        runner = await stack.enter_async_context(
-            _serving(_http_app(metrics, health), settings.http.host, settings.http.port)
-        )
-        port = runner.addresses[0][1]
-        app = App(settings, settings.http.host, int(port), metrics, health, worker, sink, runner)
+        server = _http_server(metrics, health)
+        port = await stack.enter_async_context(_serving(server, settings.http.host, settings.http.port))
+        app = App(settings, settings.http.host, port, metrics, health, worker, sink, server)
         log.info("listening", addr=app.address)
         yield app
 

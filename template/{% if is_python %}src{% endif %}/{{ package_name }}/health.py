@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from aiohttp import web
-
 from .metrics import Metrics
+from .server import Response
 
 # Live while the heartbeat is younger than this many intervals.
 STALE_AFTER_INTERVALS = 3
@@ -62,10 +61,12 @@ class Health:
     def _publish(self) -> None:
         self._metrics.ready.set(1 if self.ready()[0] == 200 else 0)
 
-    async def handle_live(self, request: web.Request) -> web.Response:
+    def handle_live(self) -> Response:
+        """`/.well-known/live`: 200 `ok`, or 503 `heartbeat stale`."""
         status, body = self.live()
-        return web.Response(status=status, text=body)
+        return Response(status, body.encode())
 
-    async def handle_ready(self, request: web.Request) -> web.Response:
+    def handle_ready(self) -> Response:
+        """`/.well-known/ready`: 200 `ok`, or 503 with the reason."""
         status, body = self.ready()
-        return web.Response(status=status, text=body)
+        return Response(status, body.encode())

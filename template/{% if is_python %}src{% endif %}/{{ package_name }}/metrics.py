@@ -7,10 +7,8 @@ clients send.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from . import about
 from .errors import Kind
+from .server import Response
 
 # The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -35,8 +34,6 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
 # `_created` series double the count of series for no operational use.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _ProcessMetrics(Collector):
@@ -102,6 +99,7 @@ class Metrics:
         )
 
     def count_request(self, path: str, method: str, status: int) -> None:
+        """Count one answer; a path or method outside the fixed sets is `unknown` or `other`."""
         route = path if path in ROUTES else "unknown"
         method = method if method in METHODS else "other"
         self.http_requests.labels(route, method, str(status)).inc()
@@ -109,24 +107,6 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def handle(self, request: web.Request) -> web.Response:
-        """`GET /metrics`: the Prometheus text format."""
-        return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-    def middleware(self) -> Middleware:
-        """Counts every answer, including 404 and 405, under its bounded labels."""
-
-        @web.middleware
-        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as answer:
-                status = answer.status
-                raise
-            finally:
-                self.count_request(request.path, request.method, status)
-
-        return count
+    def handle(self) -> Response:
+        """`/metrics`: the Prometheus text format."""
+        return Response(200, self.exposition(), CONTENT_TYPE)
