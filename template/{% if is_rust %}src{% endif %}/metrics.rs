@@ -11,9 +11,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Gauge, Recorder, Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use metrics_util::layers::{FilterLayer, Layer};
 
 use crate::config::snake_name;
 
@@ -154,35 +153,122 @@ impl Default for Handles {
     }
 }
 
-/// The exporter and the process collector, rendered on each scrape.
+/// The exporter, rendered on each scrape with the process metrics.
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
-    process: metrics_process::Collector,
 }
 
-/// Process metrics that the collector reports beyond the contract's four (CPU, RSS, open fds,
-/// start time); dropped so that `/metrics` holds exactly the documented names.
-const UNLISTED_PROCESS_METRICS: &[&str] = &[
-    "process_max_fds",
-    "process_threads",
-    "process_virtual_memory_bytes",
-    "process_virtual_memory_max_bytes",
-];
+/// The four process metrics of the contract, read from `/proc` at each scrape and rendered
+/// as the Prometheus client libraries do.
+///
+/// Hand-written: the metrics-process crate pulls procfs and rustix (a tenth of the cold
+/// build), reports CPU time in whole seconds (`metrics` counters are integers) and adds
+/// series that the contract does not list; these are four small reads of `/proc`.
+pub mod process {
+    use std::fmt::Write as _;
 
-/// The Prometheus recorder behind a filter of the unlisted process metrics, and its handle.
-pub fn recorder() -> (impl Recorder + Sync + 'static, PrometheusHandle) {
-    let prometheus = PrometheusBuilder::new().build_recorder();
-    let handle = prometheus.handle();
-    let filter = FilterLayer::from_patterns(UNLISTED_PROCESS_METRICS.iter().copied());
-    (filter.layer(prometheus), handle)
+    /// `sysconf(_SC_CLK_TCK)`: the unit of the times in `/proc/self/stat`.
+    fn ticks_per_second() -> f64 {
+        // SAFETY: sysconf only reads a constant of the C library; it has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if ticks > 0 { ticks as f64 } else { 100.0 }
+    }
+
+    /// The fields of `/proc/self/stat` after the command name, which may hold spaces.
+    fn stat_fields(stat: &str) -> Vec<&str> {
+        stat.rsplit_once(')')
+            .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
+    }
+
+    /// (CPU seconds, start time as Unix seconds) from `/proc/self/stat` and `/proc/stat`.
+    pub fn cpu_and_start(stat: &str, system_stat: &str, ticks: f64) -> Option<(f64, f64)> {
+        let fields = stat_fields(stat);
+        // Fields are numbered from 1 in proc(5); `fields[0]` is field 3, the state.
+        let number = |field: usize| fields.get(field - 3)?.parse::<f64>().ok();
+        let cpu = (number(14)? + number(15)?) / ticks;
+        let boot = system_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some((cpu, boot + number(22)? / ticks))
+    }
+
+    /// Resident memory in bytes, from the `VmRSS:` line of `/proc/self/status` (in kB).
+    pub fn resident_bytes(status: &str) -> Option<f64> {
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+        Some(
+            kb.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()?
+                * 1024.0,
+        )
+    }
+
+    fn family(out: &mut String, name: &str, kind: &str, help: &str, value: Option<f64>) {
+        if let Some(value) = value {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+            );
+        }
+    }
+
+    /// The process metrics in the Prometheus text format; a metric that cannot be read
+    /// (not Linux, `/proc` not mounted) is left out.
+    pub fn render() -> String {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let (cpu, start) = cpu_and_start(
+            &read("/proc/self/stat"),
+            &read("/proc/stat"),
+            ticks_per_second(),
+        )
+        .unzip();
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as f64);
+        let mut out = String::new();
+        family(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            cpu,
+        );
+        family(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            resident_bytes(&read("/proc/self/status")),
+        );
+        family(
+            &mut out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds,
+        );
+        family(
+            &mut out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            start,
+        );
+        out
+    }
 }
 
 impl Exporter {
     /// Installs the global recorder, once per process.
     pub fn install(version: &str, commit: &str) -> Result<Self, String> {
-        let (recorder, handle) = recorder();
-        metrics::set_global_recorder(recorder)
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
             .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
         Ok(Self::with_handle(handle, version, commit))
     }
@@ -190,16 +276,14 @@ impl Exporter {
     /// Registers every metric with the current recorder, whose handle renders them.
     pub fn with_handle(handle: PrometheusHandle, version: &str, commit: &str) -> Self {
         register(version, commit);
-        let process = metrics_process::Collector::default();
-        process.describe();
-        process.collect();
-        Self { handle, process }
+        Self { handle }
     }
 
     /// The Prometheus text for a scrape.
     pub fn render(&self) -> String {
-        self.process.collect();
-        self.handle.render()
+        let mut text = self.handle.render();
+        text.push_str(&process::render());
+        text
     }
 }
 
@@ -250,6 +334,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn process_metrics_are_read_from_proc_texts() {
+        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 1000 0 0";
+        let (cpu, start) =
+            process::cpu_and_start(stat, "cpu  1 2 3\nbtime 1764250000\n", 100.0).unwrap();
+        assert!((cpu - 3.0).abs() < 1e-9, "{cpu}");
+        assert!((start - 1_764_250_010.0).abs() < 1e-9, "{start}");
+        let status = "Name:\tsvc\nVmRSS:\t    5632 kB\nThreads:\t1\n";
+        assert_eq!(process::resident_bytes(status), Some(5632.0 * 1024.0));
+        assert_eq!(process::resident_bytes("Name: x\n"), None);
+    }
+
+    #[test]
     fn labels_stay_in_their_fixed_sets() {
         assert_eq!(route_label(Some("/metrics")), "/metrics");
         assert_eq!(route_label(Some("/anything")), "unknown");
@@ -260,7 +356,8 @@ mod tests {
 
     #[test]
     fn every_metric_is_present_with_help_and_no_created_series() {
-        let (recorder, handle) = recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
         let text = metrics::with_local_recorder(&recorder, || {
             let exporter = Exporter::with_handle(handle, "1.2.3", "abc1234");
             Handles::new().retries.increment(2);
@@ -289,6 +386,9 @@ mod tests {
         assert!(text.contains("flavour=\"rust\""), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(!text.contains("_created"), "{text}");
-        assert!(!text.contains("process_threads"), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
     }
 }
