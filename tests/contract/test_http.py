@@ -32,8 +32,9 @@ def test_head_answers_like_get_without_a_body(shared_service, route):
     assert resp.body == ""
 
 
-# PROPFIND and TRACE stand for the registered methods outside the fixed label set (label `other`).
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "TRACE"])
+# PROPFIND and TRACE are registered methods outside the fixed label set, BREW is no registered
+# method at all: all of them are methods a route does not answer.
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "TRACE", "BREW"])
 def test_other_methods_on_a_route_get_405(shared_service, method):
     statuses = {route: shared_service.get(route, method=method).status for route in ROUTES}
 

@@ -98,6 +98,7 @@ def test_requests_are_counted_by_route_method_status(spawn, service_build):
         svc.get(f"/nope-{random.random()}")
     svc.get("/metrics", method="POST")
     svc.get("/metrics", method="PROPFIND")
+    svc.get("/metrics", method="BREW")
     svc.get("/.well-known/live", method="HEAD")
 
     m = Metrics.parse(svc.metrics())
@@ -106,7 +107,7 @@ def test_requests_are_counted_by_route_method_status(spawn, service_build):
     assert m.value(name, route="/.well-known/live", method="HEAD", status="200") == 1
     assert m.value(name, route="unknown", method="GET", status="404") == 3
     assert m.value(name, route="/metrics", method="POST", status="405") == 1
-    assert m.value(name, route="/metrics", method="other", status="405") == 1
+    assert m.value(name, route="/metrics", method="other", status="405") == 2
 
 
 def _random_round(svc, rng: random.Random) -> None:
