@@ -1,6 +1,6 @@
 """`copier update` keeps generated services in line with the template, and keeps their own work.
 
-Every test runs on one scratch git copy of the template per session (tests/releases.py): each
+Every test runs on one scratch git copy of the template per run (tests/releases.py): each
 release tagged at the commit CHANGELOG.md names, and the working tree tagged as the next release.
 """
 
@@ -63,12 +63,13 @@ TEAM_ALERT_CASE = """\
 """
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def scratch_environment() -> Iterator[Path]:
     """A git identity for the commits, and temporary files on tmpfs when the machine has one.
 
     Copier renders three trees and makes three repositories per update; on a disk file system
-    removing them costs more than rendering them.
+    removing them costs more than rendering them. Module scope: other test files keep their
+    own environment.
     """
     shm = Path("/dev/shm")
     base = Path(tempfile.mkdtemp(prefix="plumbline-update-", dir=shm if os.access(shm, os.W_OK) else None))
@@ -80,7 +81,7 @@ def scratch_environment() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def repo(scratch_environment: Path) -> TemplateRepo:
     """The template with its releases tagged, and HEAD under test tagged as the next release."""
     return tagged_copy(scratch_environment / "plumbline")
