@@ -66,7 +66,7 @@ def next_version(releases: list[Release]) -> Version:
 def migration_versions(copier_yml: Path = TEMPLATE / "copier.yml") -> list[Version]:
     """The version of each migration declared in copier.yml."""
     config = yaml.safe_load(copier_yml.read_text())
-    return [Version(m["version"]) for m in config.get("_migrations", [])]
+    return [Version(m["version"]) for m in config.get("_migrations", []) if "version" in m]
 
 
 def git(cwd: Path, *args: str) -> str:
