@@ -267,3 +267,56 @@ fn reopen_log(log_file: Option<&LogFile>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Sources, load};
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        let base_file = dir.join("config.toml");
+        let paths = ["log_file", "heartbeat_file", "tmp_dir"]
+            .map(|k| format!("{k} = \"{}/{k}\"\n", dir.display()))
+            .concat();
+        std::fs::write(&base_file, format!("[http]\nport = 0\n[paths]\n{paths}")).unwrap();
+        let sources = Sources {
+            base_file,
+            prefix: dir.display().to_string(),
+            env: Vec::new(),
+        };
+        load(&sources).unwrap().settings
+    }
+
+    #[tokio::test]
+    async fn build_binds_a_free_port_and_holds_the_pid_file_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let exporter = Exporter::with_handle(handle, "0.0.0", "test");
+
+        let app = App::build(settings(dir.path()), exporter, None)
+            .await
+            .unwrap();
+
+        assert_ne!(app.addr().port(), 0);
+        let pid_file = app.pid_file().to_path_buf();
+        assert!(pid_file.exists());
+        assert!(dir.path().join("heartbeat_file").exists());
+        drop(app);
+        assert!(!pid_file.exists());
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_bind_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = settings(dir.path());
+        settings.http.port = taken.local_addr().unwrap().port();
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let exporter = Exporter::with_handle(handle, "0.0.0", "test");
+
+        let result = App::build(settings, exporter, None).await;
+
+        assert!(matches!(result, Err(AppError::Bind { .. })));
+    }
+}
