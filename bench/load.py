@@ -2,10 +2,10 @@
 
 Contenders, each a separate process on loopback:
   python flavour   the generated Python service (`.venv/bin/<svc> run`, as deployed)
-  aiohttp peer     bench/peers/aiohttp_peer.py, the same aiohttp and prometheus-client versions
+  aiohttp peer     bench/peers/aiohttp_peer.py: aiohttp, prometheus-client at the flavour's locked version
   starlette peer   bench/peers/starlette_peer.py on uvicorn (uvloop, httptools)
   rust flavour     the generated Rust service, `cargo build --release`
-  axum peer        bench/peers/axum-peer, the same axum and metrics-exporter-prometheus versions
+  axum peer        bench/peers/axum-peer: the flavour's axum, metrics-exporter-prometheus and release profile
 
 For each contender, in turn, round after round (A, B, C, A, B, C, ...):
   - start/stop cycles: start → first 200 on /.well-known/ready (polled every 2 ms), idle RSS
@@ -172,12 +172,23 @@ def build_python_peer(name: str, python_version: str) -> Server:
     requirements = PEERS / f"{name}.txt"
     venv = RESULTS / "venvs" / name
     stamp = venv / ".bench-stamp"
-    wanted = f"{python_version} {file_digest(requirements)}"
+    wanted = f"{python_version} {file_digest(requirements)} compiled"
     if not (stamp.exists() and stamp.read_text() == wanted):
         shutil.rmtree(venv, ignore_errors=True)
         run(["uv", "venv", "--quiet", "--python", python_version, str(venv)], cwd=PEERS)
+        # Bytecode compiled at install, as the flavour's `uv sync` does (compile-bytecode in its pyproject).
         run(
-            ["uv", "pip", "install", "--quiet", "--python", str(venv_python(venv)), "-r", str(requirements)],
+            [
+                "uv",
+                "pip",
+                "install",
+                "--quiet",
+                "--compile-bytecode",
+                "--python",
+                str(venv_python(venv)),
+                "-r",
+                str(requirements),
+            ],
             cwd=PEERS,
         )
         stamp.write_text(wanted)
