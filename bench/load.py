@@ -506,6 +506,7 @@ class Summary:
     rps: dict[str, float]
     p50: dict[str, float]
     p99: dict[str, float]
+    p99_range: dict[str, tuple[float, float]]  # lowest and highest round: how noisy the run was
     errors: dict[str, int]
     ready_s: float
     idle_rss: float
@@ -521,6 +522,10 @@ class Summary:
             rps={p: median(r.rps for r in runs) for p, runs in samples.wrk.items()},
             p50={p: median(r.p50_ms for r in runs) for p, runs in samples.wrk.items()},
             p99={p: median(r.p99_ms for r in runs) for p, runs in samples.wrk.items()},
+            p99_range={
+                p: (min(r.p99_ms for r in runs), max(r.p99_ms for r in runs))
+                for p, runs in samples.wrk.items()
+            },
             errors={p: sum(r.errors for r in runs) for p, runs in samples.wrk.items()},
             ready_s=median(samples.ready_s),
             idle_rss=median(samples.idle_rss),
@@ -552,13 +557,24 @@ def throughput_table(servers: list[Server], summary: dict[str, Summary]) -> str:
                     fmt(nan_get(s.rps, path), 0),
                     fmt(nan_get(s.p50, path), 3),
                     fmt(nan_get(s.p99, path), 3),
+                    "–".join(fmt(v, 1) for v in s.p99_range.get(path, (float("nan"),) * 2)),
                     str(s.errors.get(path, 0)),
                     fmt(ratio(nan_get(s.rps, path), nan_get(peer.rps, path))) + "×" if peer else "",
                     fmt(ratio(nan_get(s.p99, path), nan_get(peer.p99, path))) + "×" if peer else "",
                 ]
             )
-    headers = ["route", "server", "req/s", "p50 (ms)", "p99 (ms)", "errors", "req/s vs peer", "p99 vs peer"]
-    return table(headers, rows, right=[False, False, True, True, True, True, True, True])
+    headers = [
+        "route",
+        "server",
+        "req/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "p99 rounds (ms)",
+        "errors",
+        "req/s vs peer",
+        "p99 vs peer",
+    ]
+    return table(headers, rows, right=[False, False, *[True] * 7])
 
 
 def lifecycle_table(servers: list[Server], summary: dict[str, Summary]) -> str:

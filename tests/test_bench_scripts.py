@@ -89,6 +89,7 @@ def test_targets_report_pass_and_miss() -> None:
             routes,
             routes,
             {p: p99 for p in load.ROUTES},
+            {p: (p99, p99) for p in load.ROUTES},
             dict.fromkeys(load.ROUTES, 0),
             ready,
             rss,
@@ -108,6 +109,14 @@ def test_targets_report_pass_and_miss() -> None:
         {"python flavour": summary(700, 20, 0.4, 50, 0.1), "aiohttp peer": summary(1000, 10, 0.3, 40, 0.1)},
     )
     text = "\n".join(lines)
+    table = load.throughput_table(
+        servers,
+        {"python flavour": summary(700, 20, 0.4, 50, 0.1), "aiohttp peer": summary(1000, 10, 0.3, 40, 0.1)},
+    )
+    row = next(line for line in table.splitlines() if "live" in line and "python flavour" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # route, server, req/s, p50, p99, p99 of the rounds, errors, req/s vs peer, p99 vs peer
+    assert cells[2:] == ["700", "700.000", "20.000", "20.0–20.0", "0", "0.70×", "2.00×"]
     assert "throughput 0.70× the aiohttp peer's (target ≥ 0.8×): **MISS**" in text
     assert "p99 2.00× the aiohttp peer's (target ≤ 1.5×): **MISS**" in text
     assert "start→ready 400.0 ms (target ≤ 500 ms): **PASS**" in text
