@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::errors::{ApplicationError, Classify, DomainError, InfrastructureError, WorkError};
+use crate::errors::{
+    ApplicationError, Classify, DomainError, ErrorKind, InfrastructureError, WorkError,
+};
 use crate::health::Health;
 use crate::heartbeat::write_atomically;
 use crate::metrics::Handles;
@@ -217,12 +219,8 @@ impl Worker {
             Err(error) => {
                 let kind = error.kind();
                 match kind {
-                    crate::errors::ErrorKind::Transient => {
-                        self.metrics.transient_errors.increment(1)
-                    }
-                    crate::errors::ErrorKind::Persistent => {
-                        self.metrics.persistent_errors.increment(1)
-                    }
+                    ErrorKind::Transient => self.metrics.transient_errors.increment(1),
+                    ErrorKind::Persistent => self.metrics.persistent_errors.increment(1),
                 }
                 self.health.set_degraded(true);
                 tracing::warn!(kind = kind.as_str(), error = %error, "work failed, using last good value");
