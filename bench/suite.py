@@ -12,7 +12,9 @@ slowest tests.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -97,14 +99,32 @@ def pytest_command(tier: str) -> list[str]:
     return cmd
 
 
-def run_tier(tier: str) -> SuiteRun:
+class TierTimeout(Exception):
+    """A tier ran past --full-timeout; pytest prints durations only at the end, so none are known."""
+
+
+def run_tier(tier: str, timeout: float | None = None) -> SuiteRun:
     start = time.perf_counter()
-    proc = subprocess.run(pytest_command(tier), cwd=ROOT, capture_output=True, text=True, check=False)
+    # A session of its own, so that a timeout stops the services and builds pytest started too.
+    with subprocess.Popen(
+        pytest_command(tier),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise TierTimeout(f"the {tier} tier did not finish within {timeout:g} s") from expired
     wall = time.perf_counter() - start
-    result = parse_output(proc.stdout, wall)
+    result = parse_output(stdout, wall)
     if not result.counts:
         raise RuntimeError(
-            f"no pytest summary line in the {tier} tier's output:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+            f"no pytest summary line in the {tier} tier's output:\n{stdout[-3000:]}\n{stderr[-2000:]}"
         )
     return result
 
@@ -162,12 +182,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fast-only", action="store_true", help="skip the full tier")
     parser.add_argument("--fast-runs", type=int, default=3, help="runs of the fast tier (default 3)")
     parser.add_argument("--full-runs", type=int, default=1, help="runs of the full tier (default 1)")
+    parser.add_argument(
+        "--full-timeout",
+        type=float,
+        help="stop the full tier after this many seconds and report the fast tier alone",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     if args.fast_runs < 1:
         parser.error(f"--fast-runs must be at least 1, got {args.fast_runs}")
     if args.full_runs < 1:
         parser.error(f"--full-runs must be at least 1, got {args.full_runs}")
+    if args.full_timeout is not None and args.full_timeout <= 0:
+        parser.error(f"--full-timeout must be a positive number of seconds, got {args.full_timeout:g}")
     return args
 
 
@@ -176,9 +203,15 @@ def main(argv: list[str]) -> int:
     info = RunInfo.begin(["bench/suite.py", *argv])
     plan = ["fast"] * args.fast_runs + ([] if args.fast_only else ["full"] * args.full_runs)
     runs: dict[str, list[SuiteRun]] = {}
+    notes: list[str] = []
     for step, tier in enumerate(plan, start=1):
         print(f"  [{step}/{len(plan)}] {tier} tier ...", end=" ", flush=True)
-        result = run_tier(tier)
+        try:
+            result = run_tier(tier, args.full_timeout if tier == "full" else None)
+        except TierTimeout as timeout:
+            print(timeout, flush=True)
+            notes.append(f"**{str(timeout).capitalize()}** (`--full-timeout`): no figures for it.")
+            break
         runs.setdefault(tier, []).append(result)
         print(f"{result.wall:.1f} s, {counts_text(result.counts)}", flush=True)
     info.end()
@@ -194,6 +227,7 @@ def main(argv: list[str]) -> int:
         ),
         "",
         tiers_table(runs),
+        *(["", *notes] if notes else []),
     ]
     for tier, tier_runs in runs.items():
         failed = [r for r in tier_runs if not r.ok]
