@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import TEMPLATE
 from services import BuiltService, Service, build_service
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 from copier import run_copy, run_update
-from helpers import TEMPLATE
 from packaging.version import Version
+
+from helpers import TEMPLATE
 
 RELEASE_HEADING = re.compile(
     r"^## (?P<tag>v(?P<version>\d+\.\d+\.\d+)) \((?P<date>\d{4}-\d{2}-\d{2})\), commit (?P<sha>[0-9a-f]{7,40})$"

@@ -161,7 +161,7 @@ def _kustomize(root: Path, tmp_path: Path) -> list[Path]:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
 @pytest.mark.parametrize("combo", combos(target="kubernetes"))
 def test_kubernetes_manifests_validate_strictly(combo: str, tmp_path: Path) -> None:
-    root, name = rendered(combo), answers(combo)["project_name"]
+    root = rendered(combo)
     files = _kustomize(root, tmp_path)
     kinds = sorted(p.name.split("-", 1)[1] for p in files)
     assert kinds == ["ConfigMap.yaml", "Deployment.yaml", "Namespace.yaml", "PodDisruptionBudget.yaml", "Service.yaml"]

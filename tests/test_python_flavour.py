@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import generate, run
+from releases import commit_all
 
 pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="the Python flavour needs uv on PATH")
 
@@ -23,22 +25,13 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _commit_all(project: Path) -> None:
-    run(["git", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "generated"],
-        project,
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("answers", COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_generated_project_sets_up_lints_tests_and_stays_formatted(
     tmp_path: Path, answers: dict[str, Any]
 ) -> None:
     project = generate(tmp_path / "service", flavour="python", **answers)
-    _commit_all(project)
+    commit_all(project, "generated")
 
     run(["make", "setup", "lint", "test"], project, timeout=600)
     run(["make", "fmt"], project)

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from copier import run_copy
+
 from helpers import TEMPLATE, generate, run
+from releases import commit_all
 
 CI_PROVIDERS = ["github", "gitlab", "both", "none"]
 TARGETS = ["systemd", "ansible", "kubernetes", "container"]
@@ -113,22 +115,13 @@ def test_rust_files_carry_one_guard() -> None:
         assert " and " not in name and " or " not in name, name
 
 
-def _commit_all(project: Path) -> None:
-    run(["git", "init", "-q"], project)
-    run(["git", "add", "-A"], project)
-    run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "generated"],
-        project,
-    )
-
-
 @needs_cargo
 @pytest.mark.slow
 @pytest.mark.rust
 @pytest.mark.parametrize("answers", BUILDS.values(), ids=BUILDS.keys())
 def test_generated_crate_lints_tests_and_stays_formatted(tmp_path: Path, answers: dict[str, Any]) -> None:
     project = generate(tmp_path / "service", flavour="rust", **answers)
-    _commit_all(project)
+    commit_all(project, "generated")
 
     run(["make", "lint", "test"], project, timeout=1800)
     run(["make", "fmt"], project, timeout=900)

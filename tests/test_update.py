@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import DEFAULTS, TEMPLATE, run
 from packaging.version import Version
+
+from helpers import DEFAULTS, TEMPLATE, run
 from releases import (
     GIT_IDENTITY,
     Release,

@@ -7,6 +7,7 @@ import subprocess
 import tomllib
 
 import pytest
+
 from services import Service
 
 pytestmark = pytest.mark.slow

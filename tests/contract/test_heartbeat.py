@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+
 from services import Metrics
 
 pytestmark = pytest.mark.slow

@@ -9,6 +9,7 @@ import stat
 import time
 
 import pytest
+
 from services import FakeUpstream, Metrics
 
 pytestmark = pytest.mark.slow

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from services import MONTHS, free_port, parse_log_line
 
 pytestmark = pytest.mark.slow
@@ -102,7 +103,10 @@ def test_sighup_after_rename_loses_no_line(spawn, service_build):
         env={"RUST_LOG": f"info,{service_build.snake}=debug"}, settings={"WORK__INTERVAL_SECS": "0.05"}
     )
     svc.start()
-    debug_lines = lambda: sum(1 for rec in svc.log_lines() if rec.level == "DEBUG")
+
+    def debug_lines() -> int:
+        return sum(1 for rec in svc.log_lines() if rec.level == "DEBUG")
+
     deadline = time.monotonic() + 5
     while debug_lines() < 5 and time.monotonic() < deadline:
         time.sleep(0.05)

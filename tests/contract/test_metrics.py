@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+
 from services import Metrics
 
 pytestmark = pytest.mark.slow

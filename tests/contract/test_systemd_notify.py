@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+
 from services import NotifySocket
 
 pytestmark = pytest.mark.slow

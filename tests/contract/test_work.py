@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+
 from services import FakeUpstream, Metrics, good
 
 pytestmark = pytest.mark.slow
