@@ -8,7 +8,7 @@ The template is a temporary git repository made from the working tree (uncommitt
 included) with two tags: `v1.0.0`, and `v1.1.0`, one extra commit on top, so that
 `copier update` has a real change to merge.
 
-    python3 bench/generation.py              # 5 rounds, about 2 minutes
+    python3 bench/generation.py              # 5 rounds, about 3 minutes
     python3 bench/generation.py --rounds 1   # a smoke run
 """
 
@@ -39,6 +39,7 @@ from common import (
     verdict,
     write_section,
 )
+
 from helpers import DEFAULTS, FULL  # tests/helpers.py, put on sys.path by common
 
 COPY_TARGET_SECS = 1.5  # `copier copy` of the full-featured Python service

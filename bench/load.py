@@ -50,6 +50,7 @@ from common import (
     verdict,
     write_section,
 )
+
 from helpers import CARGO_TARGET_DIR, DEFAULTS, generate, run  # tests/helpers.py
 
 BENCH = ROOT / "bench"

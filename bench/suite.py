@@ -5,8 +5,8 @@ which builds and boots both flavours) once, or not at all with --fast-only. Each
 pytest for every test's duration; the report groups them by test file and lists the
 slowest tests.
 
-    python3 bench/suite.py --fast-only   # 3 fast runs, a few minutes
-    python3 bench/suite.py               # plus the full tier: much longer (builds both flavours)
+    python3 bench/suite.py --fast-only   # 3 fast runs: about 7 minutes
+    python3 bench/suite.py               # plus the full tier: about 30 minutes (builds both flavours)
 """
 
 from __future__ import annotations
