@@ -91,13 +91,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
         ]
         return "| " + " | ".join(padded) + " |"
 
-    rule = (
-        "|"
-        + "|".join(
-            ("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right, strict=True)
-        )
-        + "|"
-    )
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1)) for w, r in zip(widths, right, strict=True)) + "|"
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
@@ -152,10 +146,7 @@ def cpu_model() -> str:
 
 
 def machine() -> str:
-    return (
-        f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
 
 
 @dataclass
@@ -186,9 +177,7 @@ class RunInfo:
 
 
 def git_commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     return proc.stdout.strip() or "unknown"
 
 
@@ -201,7 +190,6 @@ def require_matplotlib() -> object:
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise SystemExit(
-            f"plots need matplotlib ({error}): `python3 -m pip install -r bench/requirements.txt`, "
-            "or run with --no-plot"
+            f"plots need matplotlib ({error}): `python3 -m pip install -r bench/requirements.txt`, or run with --no-plot"
         ) from error
     return plt

@@ -180,15 +180,12 @@ def measure(rounds: int, work: Path) -> Results:
             git(["init", "-q", "-b", "main"], dst, env)
             git(["add", "-A"], dst, env)
             git(["commit", "-q", "-m", "generated"], dst, env)
-            sample = timed(
-                [*copier, "update", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD"], dst, env
-            )
+            sample = timed([*copier, "update", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD"], dst, env)
             if "a change of the template since v1.0.0" not in (dst / "README.md").read_text():
                 raise RuntimeError(f"copier update did not bring v1.1.0's change into {dst}/README.md")
         results.add(operation, case, sample)
         print(
-            f"  [{step}/{total}] {operation:6} {case.label:15} {sample.wall:6.2f} s "
-            f"{sample.peak_rss:6.1f} MiB",
+            f"  [{step}/{total}] {operation:6} {case.label:15} {sample.wall:6.2f} s {sample.peak_rss:6.1f} MiB",
             flush=True,
         )
         shutil.rmtree(dst, ignore_errors=True)

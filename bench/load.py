@@ -333,9 +333,7 @@ class Running:
         # The contract wants exit 0; uvicorn re-raises the signal once it has shut down cleanly.
         allowed = (0,) if self.server.flavour else (0, -signal.SIGTERM)
         if code not in allowed:
-            raise self.failure(
-                f"exited with {code} after SIGTERM (expected {' or '.join(map(str, allowed))})"
-            )
+            raise self.failure(f"exited with {code} after SIGTERM (expected {' or '.join(map(str, allowed))})")
         self.output.close()
         return elapsed
 
@@ -381,10 +379,7 @@ def parse_wrk(stdout: str) -> WrkResult:
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
             data = json.loads(line)
-            errors = sum(
-                data[k]
-                for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
-            )
+            errors = sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
             return WrkResult(
                 requests=int(data["requests"]),
                 seconds=data["duration_us"] / 1e6,
@@ -480,9 +475,7 @@ def measure(servers: list[Server], settings: Settings, scratch: Path) -> dict[st
             for path in ROUTES:
                 if settings.warmup:
                     load(proc, path, settings.warmup, settings.connections, settings.client_cpu)
-                result, route_peak = load(
-                    proc, path, settings.seconds, settings.connections, settings.client_cpu
-                )
+                result, route_peak = load(proc, path, settings.seconds, settings.connections, settings.client_cpu)
                 samples.wrk.setdefault(path, []).append(result)
                 peak = route_peak if math.isnan(peak) else max(peak, route_peak)
             samples.load_rss.append(peak)
@@ -523,10 +516,7 @@ class Summary:
             rps={p: median(r.rps for r in runs) for p, runs in samples.wrk.items()},
             p50={p: median(r.p50_ms for r in runs) for p, runs in samples.wrk.items()},
             p99={p: median(r.p99_ms for r in runs) for p, runs in samples.wrk.items()},
-            p99_range={
-                p: (min(r.p99_ms for r in runs), max(r.p99_ms for r in runs))
-                for p, runs in samples.wrk.items()
-            },
+            p99_range={p: (min(r.p99_ms for r in runs), max(r.p99_ms for r in runs)) for p, runs in samples.wrk.items()},
             errors={p: sum(r.errors for r in runs) for p, runs in samples.wrk.items()},
             ready_s=median(samples.ready_s),
             idle_rss=median(samples.idle_rss),
@@ -633,18 +623,14 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
             f"(target ≤ {t.live_p99_vs_peer}×): **{check(p99, t.live_p99_vs_peer, False)}**"
         )
     if "python flavour" in summary and "aiohttp peer" in summary:
-        m = ratio(
-            nan_get(summary["python flavour"].rps, metrics), nan_get(summary["aiohttp peer"].rps, metrics)
-        )
+        m = ratio(nan_get(summary["python flavour"].rps, metrics), nan_get(summary["aiohttp peer"].rps, metrics))
         lines.append(
             f"- python flavour `{metrics}` throughput {fmt(m)}× the aiohttp peer's plain "
             f"prometheus-client exposition (target ≥ {t.python_metrics_vs_peer}×): "
             f"**{check(m, t.python_metrics_vs_peer, True)}**"
         )
     if "python flavour" in summary and "rust flavour" in summary:
-        m = ratio(
-            nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics)
-        )
+        m = ratio(nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics))
         lines.append(
             f"- rust flavour `{metrics}` throughput {fmt(m, 1)}× the python flavour's "
             f"(target ≥ {t.rust_metrics_vs_python:g}×): **{check(m, t.rust_metrics_vs_python, True)}**"
@@ -661,10 +647,7 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
             f"- {flavour} start→ready {fmt(s.ready_s * 1000, 1)} ms (target ≤ {ready * 1000:g} ms): "
             f"**{check(s.ready_s, ready, False)}**"
         )
-        lines.append(
-            f"- {flavour} idle RSS {fmt(s.idle_rss, 1)} MiB (target ≤ {rss:g} MiB): "
-            f"**{check(s.idle_rss, rss, False)}**"
-        )
+        lines.append(f"- {flavour} idle RSS {fmt(s.idle_rss, 1)} MiB (target ≤ {rss:g} MiB): **{check(s.idle_rss, rss, False)}**")
         lines.append(
             f"- {flavour} SIGTERM→exit, idle, {fmt(s.exit_idle_s * 1000, 1)} ms "
             f"(target ≤ {exit_s * 1000:g} ms): **{check(s.exit_idle_s, exit_s, False)}**"
@@ -712,9 +695,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds of every contender (default 5; 1 with --quick)")
     parser.add_argument("--cycles", type=int, help="start/stop cycles per round (default 3; 1 with --quick)")
     parser.add_argument("--seconds", type=int, help="wrk duration per route (default 5; 1 with --quick)")
-    parser.add_argument(
-        "--warmup", type=int, help="unrecorded wrk seconds before each route (default 1; 0 with --quick)"
-    )
+    parser.add_argument("--warmup", type=int, help="unrecorded wrk seconds before each route (default 1; 0 with --quick)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--only", choices=("python", "rust"), help="only this family of contenders")
     parser.add_argument("--no-plot", action="store_true", help="skip docs/benchmarks-load.png")

@@ -40,9 +40,7 @@ class SuiteRun:
 
     @property
     def ok(self) -> bool:
-        return (
-            not self.counts.get("failed") and not self.counts.get("error") and not self.counts.get("errors")
-        )
+        return not self.counts.get("failed") and not self.counts.get("error") and not self.counts.get("errors")
 
 
 def parse_output(text: str, wall: float) -> SuiteRun:
@@ -123,9 +121,7 @@ def run_tier(tier: str, timeout: float | None = None) -> SuiteRun:
     wall = time.perf_counter() - start
     result = parse_output(stdout, wall)
     if not result.counts:
-        raise RuntimeError(
-            f"no pytest summary line in the {tier} tier's output:\n{stdout[-3000:]}\n{stderr[-2000:]}"
-        )
+        raise RuntimeError(f"no pytest summary line in the {tier} tier's output:\n{stdout[-3000:]}\n{stderr[-2000:]}")
     return result
 
 
