@@ -159,14 +159,16 @@ pub struct Exporter {
     handle: PrometheusHandle,
 }
 
-/// The four process metrics of the contract, read from `/proc` at each scrape and rendered
-/// as the Prometheus client libraries do.
+/// The four process metrics of the contract, read from `/proc` (at most once a second) and
+/// rendered as the Prometheus client libraries do.
 ///
 /// Hand-written: the metrics-process crate pulls procfs and rustix (a tenth of the cold
 /// build), reports CPU time in whole seconds (`metrics` counters are integers) and adds
 /// series that the contract does not list; these are four small reads of `/proc`.
 pub mod process {
     use std::fmt::Write as _;
+    use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
 
     /// `sysconf(_SC_CLK_TCK)`: the unit of the times in `/proc/self/stat`.
     fn ticks_per_second() -> f64 {
@@ -218,9 +220,28 @@ pub mod process {
         }
     }
 
-    /// The process metrics in the Prometheus text format; a metric that cannot be read
-    /// (not Linux, `/proc` not mounted) is left out.
+    /// How long one reading of `/proc` serves scrapes. Reading it costs most of a scrape
+    /// (listing `/proc/self/fd` alone is a sixth of the CPU: measured with perf under wrk),
+    /// while Prometheus scrapes every few seconds: a value at most 1 s old loses nothing.
+    const FRESH_FOR: Duration = Duration::from_secs(1);
+    static LAST: Mutex<Option<(Instant, String)>> = Mutex::new(None);
+
+    /// The process metrics in the Prometheus text format, read at most once per `FRESH_FOR`.
     pub fn render() -> String {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*last {
+            Some((read_at, text)) if read_at.elapsed() < FRESH_FOR => text.clone(),
+            _ => {
+                let text = read();
+                *last = Some((Instant::now(), text.clone()));
+                text
+            }
+        }
+    }
+
+    /// Reads the process metrics now; a metric that cannot be read (not Linux, `/proc` not
+    /// mounted) is left out.
+    fn read() -> String {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let (cpu, start) = cpu_and_start(
             &read("/proc/self/stat"),
