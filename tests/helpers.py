@@ -58,3 +58,26 @@ def run(cmd: list[str] | str, cwd: Path, timeout: float = 900, env: dict[str, st
             f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+# The identity of the commits made in scratch repositories, whatever the machine's git config.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "plumbline tests", "GIT_AUTHOR_EMAIL": "tests@plumbline.invalid",
+    "GIT_COMMITTER_NAME": "plumbline tests", "GIT_COMMITTER_EMAIL": "tests@plumbline.invalid",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, text=True, capture_output=True, check=False,
+                          env={**os.environ, **GIT_IDENTITY})
+    if proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed in {cwd}:\n{proc.stderr}")
+    return proc.stdout
+
+
+def commit_all(project: Path, message: str) -> None:
+    """Commit everything in a project (a repository is made on first use), as a team would."""
+    if not (project / ".git").exists():
+        git(project, "init", "--quiet", "--initial-branch=main")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)

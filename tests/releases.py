@@ -9,7 +9,6 @@ the migrations written for that release run when a project is updated to HEAD.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,19 +21,12 @@ import yaml
 from copier import run_copy, run_update
 from packaging.version import Version
 
-from helpers import TEMPLATE
+from helpers import TEMPLATE, git
 
 RELEASE_HEADING = re.compile(
     r"^## (?P<tag>v(?P<version>\d+\.\d+\.\d+)) \((?P<date>\d{4}-\d{2}-\d{2})\), commit (?P<sha>[0-9a-f]{7,40})$"
 )
 HEADING_FORM = "## vX.Y.Z (YYYY-MM-DD), commit <7 to 40 hex digits>"
-# The identity of the commits made in scratch repositories, whatever the machine's git config.
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "plumbline tests", "GIT_AUTHOR_EMAIL": "tests@plumbline.invalid",
-    "GIT_COMMITTER_NAME": "plumbline tests", "GIT_COMMITTER_EMAIL": "tests@plumbline.invalid",
-}
-
-
 @dataclass(frozen=True)
 class Release:
     tag: str
@@ -68,14 +60,6 @@ def migration_versions(copier_yml: Path = TEMPLATE / "copier.yml") -> list[Versi
     """The version of each migration declared in copier.yml."""
     config = yaml.safe_load(copier_yml.read_text())
     return [Version(m["version"]) for m in config.get("_migrations", []) if "version" in m]
-
-
-def git(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, text=True, capture_output=True, check=False,
-                          env={**os.environ, **GIT_IDENTITY})
-    if proc.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed in {cwd}:\n{proc.stderr}")
-    return proc.stdout
 
 
 @dataclass(frozen=True)
@@ -140,14 +124,6 @@ def render(repo: TemplateRepo, dst: Path, ref: str, answers: dict[str, Any]) -> 
         warnings.simplefilter("ignore")
         run_copy(str(repo.path), str(dst), data=answers, vcs_ref=ref, defaults=True, unsafe=True, quiet=True)
     return dst
-
-
-def commit_all(project: Path, message: str) -> None:
-    """Commit everything in a project (a repository is made on first use), as a team would."""
-    if not (project / ".git").exists():
-        git(project, "init", "--quiet", "--initial-branch=main")
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
 
 
 def update(project: Path, ref: str, data: dict[str, Any] | None = None, conflict: str = "inline") -> None:

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers import generate, run
-from releases import commit_all
+from helpers import commit_all, generate, run
 
 pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="the Python flavour needs uv on PATH")
 

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from copier import run_copy
 
-from helpers import TEMPLATE, generate, run
-from releases import commit_all
+from helpers import TEMPLATE, commit_all, generate, run
 
 CI_PROVIDERS = ["github", "gitlab", "both", "none"]
 TARGETS = ["systemd", "ansible", "kubernetes", "container"]

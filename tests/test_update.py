@@ -20,13 +20,10 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from helpers import DEFAULTS, TEMPLATE, run
+from helpers import DEFAULTS, GIT_IDENTITY, TEMPLATE, commit_all, git, run
 from releases import (
-    GIT_IDENTITY,
     Release,
     TemplateRepo,
-    commit_all,
-    git,
     migration_versions,
     next_version,
     parse_releases,
