@@ -7,7 +7,6 @@ its own formatter leaves alone, for every project name).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 
 from helpers import commit_all, generate, run
 
-pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="the Python flavour needs uv on PATH")
+pytestmark = pytest.mark.needs_tool("uv")
 
 COMBINATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
