@@ -165,19 +165,26 @@ def scratch_copy(root: Path, dst: Path) -> Path:
     return dst
 
 
-def plant(copy: Path, m: Mutant) -> str:
-    """Apply the mutant's edits in `copy`; the reason it cannot, or "" when planted."""
-    path = copy / m.path
+def mutated(root: Path, m: Mutant) -> tuple[str, str]:
+    """The mutant's file under `root` with its edits applied, and the reason it cannot be ("" when it can)."""
+    path = root / m.path
     if not path.exists():
-        return f"{m.path} does not exist"
+        return "", f"{m.path} does not exist"
     text = path.read_text()
     for old, new in m.edits:
         found = text.count(old)
         if found != 1:
-            return f"old text found {found} times in {m.path} (must be exactly once): {old!r}"
+            return "", f"old text found {found} times in {m.path} (must be exactly once): {old!r}"
         text = text.replace(old, new)
-    path.write_text(text)
-    return ""
+    return text, ""
+
+
+def plant(copy: Path, m: Mutant) -> str:
+    """Apply the mutant's edits in `copy`; the reason it cannot, or "" when planted."""
+    text, problem = mutated(copy, m)
+    if not problem:
+        (copy / m.path).write_text(text)
+    return problem
 
 
 def run_selection(copy: Path, selection: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
@@ -207,7 +214,7 @@ def evaluate(m: Mutant, work: Path, timeout: float, baseline: dict[tuple[str, ..
         if problem:
             return Result(m, "error", problem, time.monotonic() - started)
         if baseline is not None:
-            code, output = baseline[m.selection]
+            code, output = baseline.get(m.selection, (None, "no baseline run"))
             if code != 0:
                 return Result(m, "error", f"the selection fails without the bug (exit {code}): {summary_line(output)}",
                               time.monotonic() - started)
@@ -297,7 +304,9 @@ def main(argv: list[str]) -> int:
     info = RunInfo.begin(["bench/mutation.py", *argv])
     with tempfile.TemporaryDirectory(prefix="plumbline-mutation-") as tmp:
         work = Path(tmp)
-        base = None if args.no_baseline else baselines(chosen, work, args.timeout)
+        # no baseline for a selection whose every mutant cannot be planted (each is an error anyway)
+        plantable = [m for m in chosen if not mutated(ROOT, m)[1]]
+        base = None if args.no_baseline else baselines(plantable, work, args.timeout)
         results = []
         for m in chosen:
             result = evaluate(m, work, args.timeout, base)
