@@ -15,8 +15,8 @@ An error is never counted as killed. The score is killed / (killed + survived); 
 status is 0 only when every mutant run was killed.
 
     python3 bench/mutation.py --list                 # the mutants and their selections
-    python3 bench/mutation.py --fast-only            # the mutants whose selection is fast: about 3 minutes
-    python3 bench/mutation.py                        # every mutant: about 40 minutes (builds both flavours)
+    python3 bench/mutation.py --fast-only            # the mutants whose selection builds no service: about a minute
+    python3 bench/mutation.py                        # every mutant: about 5 minutes with a warm build cache
     python3 bench/mutation.py --only alert-threshold-rules,alert-threshold-expression --no-write
 """
 
