@@ -47,6 +47,16 @@ def test_a_mutant_is_planted_only_where_its_old_text_is_exactly_once(tmp_path: P
     assert "does not exist" in mutation.plant(tmp_path, mutation.Mutant("m", "g.txt", (("x", "y"),), ("t",), "why"))
 
 
+def test_a_variant_is_planted_when_the_first_edits_do_not_apply(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("alpha = 0.3\n")
+    m = mutation.Mutant("m", "f.txt", (("ALPHA = 0.3\n", "ALPHA = 1.0\n"),), ("t",), "why",
+                        variants=((("nothing here", ""),), (("alpha = 0.3\n", "alpha = 1.0\n"),)))
+    assert mutation.plant(tmp_path, m) == ""
+    assert (tmp_path / "f.txt").read_text() == "alpha = 1.0\n"
+    # none applies: the first edits' problem is reported
+    assert "'ALPHA = 0.3\\n'" in mutation.plant(tmp_path, m)
+
+
 def test_old_text_not_found_is_an_error_never_a_kill(tmp_path: Path) -> None:
     missing = mutation.Mutant("gone", "copier.yml", (("text that is not in the file\n", ""),),
                               ("tests/test_tools.py",), "why")
