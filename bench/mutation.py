@@ -350,7 +350,9 @@ def main(argv: list[str]) -> int:
             "## Mutation check: do the tests catch planted bugs?\n\n"
             f"{info.markdown()}\n\n"
             "Each bug of `bench/mutation.py` planted alone in a scratch copy, then its pytest selection run; "
-            "an error (old text not found, a selection failing without the bug) is never counted as killed.\n\n"
+            "an error (old text not found, a selection failing without the bug) is never counted as killed. "
+            "A mutant written for a file that a rework under way moves or rewrites (its comment in `MUTANTS` "
+            "says so) is an error until that rework is merged.\n\n"
             f"{body}\n{details(results)}\n"
         )
         print(f"wrote {write_section('mutation', section)}")
