@@ -6,13 +6,12 @@ with `spawn`, which boots the built service as an operator would and always kill
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import TEMPLATE
+from helpers import TEMPLATE, require_tool
 from services import BuiltService, Service, build_service
 
 # The answers the contract suite builds with: a name and port unlike the defaults, so that a
@@ -29,12 +28,17 @@ FLAVOUR_TOOLS = {"python": "uv", "rust": "cargo"}
 
 def _build(flavour: str, tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
     manifest = FLAVOUR_MANIFESTS[flavour]
-    if not manifest.exists():
-        pytest.skip(f"the {flavour} flavour is not in the template yet ({manifest.name} is missing)")
-    tool = FLAVOUR_TOOLS[flavour]
-    if shutil.which(tool) is None:
-        pytest.skip(f"building the {flavour} flavour needs `{tool}` on PATH")
+    assert manifest.exists(), f"the {flavour} flavour's build manifest {manifest} is missing"
+    require_tool(FLAVOUR_TOOLS[flavour])
     return build_service(flavour, tmp_path_factory.mktemp(f"{flavour}-build"), **CONTRACT_ANSWERS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs_tool("cargo")`: fail before any fixture runs, naming the missing tool."""
+    for mark in item.iter_markers("needs_tool"):
+        for name in mark.args:
+            require_tool(name)
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,11 @@ import atexit
 import functools
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from helpers import generate
+from helpers import generate, require_tool
 
 COMBOS: dict[str, dict[str, Any]] = {
     "python-github-systemd": {"flavour": "python", "ci_provider": "github", "deploy_targets": ["systemd"]},
@@ -62,12 +61,8 @@ def combos(*, flavour: str | None = None, target: str | None = None, ci: str | N
 
 
 def tool(name: str) -> str:
-    """The path of a validator installed next to this Python, or on PATH."""
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        raise AssertionError(f"the validator `{name}` is not installed (see requirements-dev.txt and .ci/run)")
-    return found
+    """The path of a validator installed next to this Python, or on PATH; the test fails naming it when absent."""
+    return require_tool(name)
 
 
 def validate(cmd: list[str], cwd: Path, *, expect_ok: bool = True) -> subprocess.CompletedProcess[str]:

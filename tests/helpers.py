@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
 from copier import run_copy
 
 TEMPLATE = Path(__file__).resolve().parents[1]
@@ -33,6 +36,20 @@ FULL: dict[str, Any] = {
     "deploy_targets": ["systemd", "ansible", "kubernetes", "container"],
     "opentelemetry": True,
 }
+
+
+def require_tool(name: str) -> str:
+    """The path of a tool a test needs (next to this Python, or on PATH); fail naming it when absent.
+
+    A missing tool fails the test, never skips it: a skipped check passes every tier silently.
+    `.ci/run` installs every tool; a developer's machine may not have them all.
+    """
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"`{name}` is not installed: this test needs it (.ci/run installs every tool the suite needs)",
+                    pytrace=False)
+    return found
 
 
 def generate(dst: Path, **answers: Any) -> Path:

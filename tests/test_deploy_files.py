@@ -16,7 +16,42 @@ import yaml
 from deploy_renders import COMBOS, answers, combos, rendered, tool, validate
 
 SYSTEMD = combos(target="systemd") + combos(target="ansible")
-MAX_EXPOSURE = 1.5
+# What `systemd-analyze security --offline=yes` measures for the generated unit (systemd 252):
+# dropping NoNewPrivileges= alone raises it to 1.2, so the limit is the measured value.
+MAX_EXPOSURE = 1.1
+# The unit's hardening, directive by directive: losing one fails by name, even when the
+# exposure score (rounded to a tenth) would hide it.
+HARDENING: dict[str, list[str]] = {
+    "UMask": ["0027"],
+    "ProtectSystem": ["strict"],
+    "ProtectHome": ["yes"],
+    "PrivateTmp": ["yes"],
+    "PrivateDevices": ["yes"],
+    "PrivateUsers": ["yes"],
+    "PrivateMounts": ["yes"],
+    "NoNewPrivileges": ["yes"],
+    "CapabilityBoundingSet": [""],
+    "AmbientCapabilities": [""],
+    "ProtectKernelTunables": ["yes"],
+    "ProtectKernelModules": ["yes"],
+    "ProtectKernelLogs": ["yes"],
+    "ProtectControlGroups": ["yes"],
+    "ProtectClock": ["yes"],
+    "ProtectHostname": ["yes"],
+    "ProtectProc": ["invisible"],
+    "RestrictAddressFamilies": ["AF_UNIX AF_INET AF_INET6"],
+    "RestrictNamespaces": ["yes"],
+    "RestrictRealtime": ["yes"],
+    "RestrictSUIDSGID": ["yes"],
+    "LockPersonality": ["yes"],
+    "MemoryDenyWriteExecute": ["yes"],
+    "DevicePolicy": ["closed"],
+    "KeyringMode": ["private"],
+    "RemoveIPC": ["yes"],
+    "SystemCallArchitectures": ["native"],
+    "SystemCallFilter": ["@system-service", "~@privileged @resources"],
+    "SystemCallErrorNumber": ["EPERM"],
+}
 
 
 def test_every_target_is_covered_with_both_flavours() -> None:
@@ -101,6 +136,15 @@ def test_systemd_security_exposure_is_low(combo: str) -> None:
 
 
 @pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_unit_keeps_every_hardening_directive(combo: str) -> None:
+    d = _directives(_unit(combo))
+    missing = sorted(key for key in HARDENING if key not in d)
+    assert not missing, f"hardening directives missing from the unit: {missing}"
+    changed = {key: d[key] for key, value in HARDENING.items() if d[key] != value}
+    assert not changed, f"hardening directives changed (expected {({k: HARDENING[k] for k in changed})}): {changed}"
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
 def test_systemd_unit_follows_the_contract(combo: str) -> None:
     root, name = rendered(combo), answers(combo)["project_name"]
     d = _directives(_unit(combo))
@@ -158,7 +202,6 @@ def _kustomize(root: Path, tmp_path: Path) -> list[Path]:
     return files
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
 @pytest.mark.parametrize("combo", combos(target="kubernetes"))
 def test_kubernetes_manifests_validate_strictly(combo: str, tmp_path: Path) -> None:
     root = rendered(combo)
@@ -176,7 +219,6 @@ def test_kubernetes_manifests_validate_strictly(combo: str, tmp_path: Path) -> N
     validate(["kubernetes-validate", "--strict", str(bad)], tmp_path, expect_ok=False)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its kustomize) is not installed")
 @pytest.mark.parametrize("combo", combos(target="kubernetes"))
 def test_kubernetes_deployment_keeps_the_contract(combo: str, tmp_path: Path) -> None:
     root, name, port = rendered(combo), answers(combo)["project_name"], answers(combo)["http_port"]

@@ -88,17 +88,55 @@ def test_rule_tests_fail_when_a_threshold_drifts(tmp_path: Path) -> None:
     validate(["promtool", "test", "rules", "tests/alerts_test.yml"], tmp_path / "prometheus", expect_ok=False)
 
 
+# An alert's expression: what it measures, compared at the end with a number.
+COMPARISON = re.compile(r"^(?P<lhs>.+?)\s*(?P<op>==|!=|>=|<=|>|<)\s*(?P<threshold>-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
+
+
+def comparison(expr: str) -> tuple[str, str, float]:
+    """`(what, operator, threshold)` of an alert expression, whitespace normalised."""
+    match = COMPARISON.match(expr.strip())
+    assert match, f"not `<expression> <op> <number>`: {expr!r}"
+    return " ".join(match["lhs"].split()), match["op"], float(match["threshold"])
+
+
+def test_comparison_parses_the_threshold_not_a_prefix_of_it() -> None:
+    assert comparison("increase(x{a=\"b\"}[10m]) > 100") == ('increase(x{a="b"}[10m])', ">", 100.0)
+    assert comparison("a / b\n  > 0.05\n") == ("a / b", ">", 0.05)
+    assert comparison('x{s=~"5..", r!~"/y"} == 0') == ('x{s=~"5..", r!~"/y"}', "==", 0.0)
+
+
+def documented_persistent_threshold() -> float:
+    """The persistent-errors threshold that docs/contract-choices.md promises."""
+    text = (TEMPLATE / "docs" / "contract-choices.md").read_text()
+    (threshold,) = re.findall(r'`increase\(<p>_errors_total\{kind="persistent"\}\[10m\]\) > (\d+)`', text)
+    return float(threshold)
+
+
 @pytest.mark.parametrize("combo", ["python-github-systemd", "python-both-all"])
 def test_alerts_cover_the_operational_failures(combo: str) -> None:
     root, prefix = rendered(combo), answers(combo)["project_name"].replace("-", "_") + "_"
+    name = answers(combo)["project_name"]
     alerts = yaml.safe_load((root / "deploy" / "prometheus" / "alerts.yml").read_text())
-    exprs = {rule["alert"]: rule["expr"] for group in alerts["groups"] for rule in group["rules"]}
-    joined = "\n".join(exprs.values())
-    assert "up{" in joined
-    assert f"{prefix}heartbeat_timestamp_seconds" in joined
-    assert f"{prefix}ready" in joined
-    assert f'increase({prefix}errors_total{{job="{answers(combo)["project_name"]}", kind="persistent"}}[10m]) > 10' in joined
-    assert 'status=~"5.."' in joined
+    rules = {rule["alert"]: rule for group in alerts["groups"] for rule in group["rules"]}
+    found = {alert: (*comparison(rule["expr"]), rule.get("for")) for alert, rule in rules.items()}
+    job = f'{{job="{name}"}}'
+    persistent = documented_persistent_threshold()
+    expected = {
+        "Down": (f"up{job}", "==", 0.0, "2m"),
+        # 3 heartbeat intervals of cfg/config.toml, as /.well-known/live
+        "HeartbeatStale": (f"time() - {prefix}heartbeat_timestamp_seconds{job}", ">", 30.0, "1m"),
+        "NotReady": (f"{prefix}ready{job}", "==", 0.0, "5m"),
+        "Degraded": (f"{prefix}degraded{job}", "==", 1.0, "15m"),
+        "PersistentErrors": (f'increase({prefix}errors_total{{job="{name}", kind="persistent"}}[10m])', ">",
+                             persistent, None),
+    }
+    class_name = next(alert for alert in rules if alert.endswith("Down"))[: -len("Down")]
+    for suffix, want in expected.items():
+        assert found.get(class_name + suffix) == want, f"{class_name + suffix}: {found.get(class_name + suffix)} != {want}"
+    ratio, op, threshold, duration = found[class_name + "HighErrorRatio"]
+    assert (op, threshold, duration) == (">", 0.05, "10m"), found[class_name + "HighErrorRatio"]
+    assert 'status=~"5.."' in ratio and ratio.count("/") >= 1
+    assert f"more than {persistent:g} persistent errors" in rules[class_name + "PersistentErrors"]["annotations"]["summary"]
     for rule in (r for group in alerts["groups"] for r in group["rules"]):
         assert rule["labels"]["severity"] in ("critical", "warning")
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]

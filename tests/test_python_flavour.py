@@ -17,7 +17,7 @@ import pytest
 
 from helpers import commit_all, generate, run
 
-pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="the Python flavour needs uv on PATH")
+pytestmark = pytest.mark.needs_tool("uv")
 
 COMBINATIONS: dict[str, dict[str, Any]] = {
     "defaults": {},

@@ -60,7 +60,7 @@ BUILDS: dict[str, dict[str, Any]] = {
     "short-name-high-port": {"project_name": "a1-b2", "http_port": 65535},
 }
 
-needs_cargo = pytest.mark.skipif(shutil.which("cargo") is None, reason="the Rust flavour needs cargo on PATH")
+needs_cargo = pytest.mark.needs_tool("cargo")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from packaging.version import Version
 
-from helpers import DEFAULTS, GIT_IDENTITY, TEMPLATE, commit_all, git, run
+from helpers import DEFAULTS, GIT_IDENTITY, TEMPLATE, commit_all, git, require_tool, run
 from releases import (
     Release,
     TemplateRepo,
@@ -351,8 +351,7 @@ def test_changing_an_answer_adds_and_removes_exactly_the_right_files(
 @pytest.mark.parametrize("flavour", ["python", pytest.param("rust", marks=pytest.mark.rust)])
 def test_the_updated_project_passes_its_own_lint_and_tests(repo: TemplateRepo, workdir: Path, flavour: str) -> None:
     tool = {"python": "uv", "rust": "cargo"}[flavour]
-    if shutil.which(tool) is None:
-        pytest.skip(f"the {flavour} flavour needs `{tool}` on PATH")
+    require_tool(tool)
     project = generated(repo, workdir / "project", repo.previous.tag, flavour=flavour,
                         deploy_targets=["systemd", "kubernetes"])
     (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)

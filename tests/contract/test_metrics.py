@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import shutil
 import string
 import subprocess
 import time
 
 import pytest
 
+from helpers import require_tool
 from services import Metrics
 
 pytestmark = pytest.mark.slow
@@ -40,9 +40,7 @@ def expected_types(prefix: str) -> dict[str, str]:
 
 
 def test_promtool_accepts_the_exposition(shared_service):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = require_tool("promtool")
     svc = shared_service
     for path in ("/.well-known/live", "/nope"):
         svc.get(path)
