@@ -163,9 +163,10 @@ def test_renovate_finds_the_newer_template_release_on_a_local_git_server(tmp_pat
         commit_all(project, "generated")
 
         # Act / Assert: up to date, no branch; after v1.1.0, one branch with the template update
-        current = renovate_lookup(project, tmp_path / "renovate")
+        # (a cache of its own for each run: Renovate caches the tags it looked up)
+        current = renovate_lookup(project, tmp_path / "renovate-before")
         release(repo, "v1.1.0", lambda r: (r / "NEWS").write_text("a newer release\n"))
-        outdated = renovate_lookup(project, tmp_path / "renovate")
+        outdated = renovate_lookup(project, tmp_path / "renovate-after")
 
     assert current["branches"] == 0 and all(not dep.get("updates") for dep in current["deps"])
     (dep,) = outdated["deps"]
