@@ -210,6 +210,7 @@ def test_a_teams_renovate_rules_survive_a_template_update(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- make audit
 
 
+@pytest.mark.slow
 @pytest.mark.rust
 @pytest.mark.parametrize(("opentelemetry", "license_"), [(False, "MIT"), (True, "proprietary")])
 def test_cargo_deny_accepts_the_locked_crates(tmp_path: Path, opentelemetry: bool, license_: str) -> None:
@@ -302,6 +303,7 @@ def test_ci_runs_the_audit_and_rust_ci_checks_the_declared_rust_version(renders:
 # ---------------------------------------------------------------- toolchains
 
 
+@pytest.mark.slow
 @pytest.mark.rust
 def test_rust_toolchain_is_pinned_and_rustup_uses_it(renders: dict[tuple[str, str], Path]) -> None:
     crate = renders[("rust", "github")]
@@ -317,6 +319,7 @@ def test_rust_toolchain_is_pinned_and_rustup_uses_it(renders: dict[tuple[str, st
     assert "rustup toolchain install --no-self-update" in gitlab[".toolchain"]["before_script"]
 
 
+@pytest.mark.slow
 @pytest.mark.rust
 @pytest.mark.parametrize("opentelemetry", [False, True], ids=["plain", "opentelemetry"])
 def test_no_locked_crate_needs_a_newer_rust_than_the_declared_rust_version(tmp_path: Path, opentelemetry: bool) -> None:
