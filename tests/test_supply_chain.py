@@ -124,13 +124,13 @@ def release(repo: Path, tag: str, change: Any) -> None:
     git(repo, "tag", tag)
 
 
-def renovate_lookup(project: Path, cache: Path) -> dict[str, Any]:
+def renovate_lookup(project: Path, cache: Path, manager: str = "copier") -> dict[str, Any]:
     """Renovate on the local platform (lookups only, nothing pushed): the updates it would propose."""
     env = {
         "PATH": f"{Path(tool('renovate')).parent}:{Path(tool('git')).parent}:/usr/bin:/bin",
         "HOME": str(cache), "LOG_LEVEL": "debug", "LOG_FORMAT": "json",
         "RENOVATE_PLATFORM": "local", "RENOVATE_BASE_DIR": str(cache),
-        "RENOVATE_ENABLED_MANAGERS": '["copier"]', "RENOVATE_ONBOARDING": "false",
+        "RENOVATE_ENABLED_MANAGERS": json.dumps([manager]), "RENOVATE_ONBOARDING": "false",
     }
     proc = subprocess.run([tool("renovate")], cwd=project, env=env, text=True, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -138,7 +138,8 @@ def renovate_lookup(project: Path, cache: Path) -> dict[str, Any]:
     for line in proc.stdout.splitlines():
         entry = json.loads(line) if line.startswith("{") else {}
         if entry.get("msg") == "packageFiles with updates":
-            found["deps"] = [dep for pkg in entry["config"].get("copier", []) for dep in pkg["deps"]]
+            found["deps"] = [{**dep, "packageFile": pkg["packageFile"]}
+                             for pkg in entry["config"].get(manager.removeprefix("custom."), []) for dep in pkg["deps"]]
         match = re.fullmatch(r"Returning (\d+) branch\(es\)", entry.get("msg", ""))
         if match:
             found["branches"] = int(match[1])
@@ -176,6 +177,21 @@ def test_renovate_finds_the_newer_template_release_on_a_local_git_server(tmp_pat
     # the project's renovate.json groups it under its own name, in a branch of its own
     assert update["branchName"] == "renovate/plumbline-template"
     assert outdated["branches"] == 1
+
+
+@pytest.mark.slow
+def test_renovate_reads_the_tools_pinned_outside_the_lock_files(tmp_path: Path) -> None:
+    crate = generate(tmp_path / "order-router", flavour="rust")
+    commit_all(crate, "generated")
+    channel = tomllib.loads((crate / "rust-toolchain.toml").read_text())["toolchain"]["channel"]
+    makefile = (crate / "Makefile").read_text()
+
+    found = renovate_lookup(crate, tmp_path / "renovate", manager="custom.regex")
+
+    extracted = {(dep["packageFile"], dep["depName"], dep["currentValue"]) for dep in found["deps"]}
+    pinned = set(re.findall(r"(?:run|uvx) ([a-z][a-z0-9-]*)@(\d+\.\d+\.\d+)", makefile))
+    assert {"yamllint", "zizmor"} <= {name for name, _ in pinned}
+    assert extracted == {("rust-toolchain.toml", "rust", channel)} | {("Makefile", n, v) for n, v in pinned}
 
 
 @pytest.mark.slow
