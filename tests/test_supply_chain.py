@@ -404,6 +404,26 @@ def test_team_files_are_there_and_valid(renders: dict[tuple[str, str], Path], fl
         assert (renders[(flavour, ci)] / ".pre-commit-config.yaml").exists()
 
 
+@pytest.mark.slow
+def test_pre_commit_runs_make_lint_and_fails_with_it(tmp_path: Path) -> None:
+    # GitLab CI: the config holds the local hook only (the zizmor hook is cloned from GitHub,
+    # which the tests cannot reach; `pre-commit validate-config` checks it above)
+    project = generate(tmp_path / "order-router", flavour="python", ci_provider="gitlab")
+    run(["make", "setup"], project, timeout=600)
+    commit_all(project, "generated")
+    env = {"PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home")}
+    hook = [tool("pre-commit"), "run", "--all-files", "--config", ".pre-commit-config.yaml"]
+
+    clean = run(hook, project, env=env, check=False)
+    (project / "bad.yaml").write_text("key: value\nkey: again\n")  # a duplicate key: yamllint refuses it
+    commit_all(project, "a bad YAML file")
+    dirty = run(hook, project, env=env, check=False)
+
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "make lint" in clean.stdout and "Passed" in clean.stdout
+    assert dirty.returncode == 1 and "bad.yaml" in dirty.stdout and "key-duplicates" in dirty.stdout
+
+
 MEASURED = re.compile(r"\b(?:measured|about \d|\d+(?:\.\d+)? ?(?:KiB|MiB|GiB|KB|MB|GB)\b|\d+(?:\.\d+)? ?s of CPU)", re.I)
 
 
