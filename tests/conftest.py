@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import external
 from helpers import TEMPLATE
 from services import BuiltService, Service, build_service
+
+# A service built elsewhere (`plumbline check-service`, tests/external.py), or None.
+EXTERNAL = external.external_build()
 
 # The answers the contract suite builds with: a name and port unlike the defaults, so that a
 # name or port written into the code instead of derived from the answers shows up as a failure.
@@ -51,14 +55,21 @@ def rust_service(tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
 
 @pytest.fixture(
     scope="session",
-    params=[
+    params=[pytest.param("external", marks=pytest.mark.slow)] if EXTERNAL else [
         pytest.param("python", marks=pytest.mark.slow),
         pytest.param("rust", marks=[pytest.mark.slow, pytest.mark.rust]),
     ],
 )
 def service_build(request: pytest.FixtureRequest) -> BuiltService:
-    """Each flavour in turn, built once per session."""
+    """Each flavour in turn, built once per session (or the external service)."""
+    if EXTERNAL is not None:
+        return EXTERNAL
     return request.getfixturevalue(f"{request.param}_service")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if EXTERNAL is not None:
+        external.deselect(config, items)
 
 
 @pytest.fixture
