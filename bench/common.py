@@ -100,7 +100,7 @@ def markers(section: str) -> tuple[str, str]:
 
 
 # The order of the sections on the page, whatever order the scripts run in.
-SECTIONS = ("generation", "suite", "load")
+SECTIONS = ("generation", "suite", "load", "audit")
 
 
 def replace_section(page: str, section: str, body: str) -> str:

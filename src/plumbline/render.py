@@ -71,6 +71,14 @@ def install_compile_memo() -> None:
         return memo[key]
 
     jinja2.Environment.compile = compile  # type: ignore[method-assign]
+
+    # Copier runs `git` once per rendered file to carry the executable bit into the
+    # destination's git index; a render lands in a fresh temporary folder, outside any
+    # repository, where Copier documents that call as a no-op: skip the processes.
+    from copier import _main
+
+    if hasattr(_main.Worker, "_sync_git_index_executable_bit"):
+        _main.Worker._sync_git_index_executable_bit = lambda self, dst_relpath, src_mode: None  # type: ignore[method-assign]
     _memo_installed = True
 
 
