@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,20 @@ def test_a_project_a_release_behind_fails_and_names_the_release(behind: Path, re
     assert [f["rule"] for f in project["findings"]] == ["release"], project["findings"]
     # the files of its own release are untouched: being behind is not drift
     assert {f["state"] for f in project["files"]} == {"identical"}
+
+
+def test_a_commit_recorded_by_git_describe_is_resolved(repo: TemplateRepo, tmp_path: Path) -> None:
+    after = git(repo.path, "rev-list", "--reverse", "--ancestry-path", f"{repo.previous.commit}..{repo.head.commit}")
+    sha = after.split()[0]
+    project = render(repo, tmp_path / "ledger-feed", sha, ANSWERS)
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"]
+    assert recorded.startswith(f"{repo.previous.tag}-1-g"), recorded
+
+    code, report = audit_json(str(project))
+
+    template = report["projects"][0]["template"]
+    assert (template["release"], template["behind"]) == (repo.previous.tag, 1)
+    assert code == 1 and [f["rule"] for f in report["projects"][0]["findings"]] == ["release"]
 
 
 def test_releases_come_from_the_changelog_when_the_clone_has_no_tags(behind: Path, repo: TemplateRepo,
@@ -279,3 +294,28 @@ def test_check_service_fails_naming_the_rule_a_broken_service_breaks(own_python_
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
            "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+
+
+def test_the_fleet_workflow_is_valid_and_opt_in() -> None:
+    workflow = TEMPLATE / ".github" / "workflows" / "fleet-audit.yml"
+    for cmd in (["check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+                ["zizmor", "--offline", "--min-severity", "medium", "--format", "plain", str(workflow)]):
+        assert shutil.which(cmd[0]), f"{cmd[0]} is needed to check the fleet workflow"
+        proc = subprocess.run(cmd, cwd=TEMPLATE, text=True, capture_output=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = yaml.safe_load(workflow.read_text())
+    assert set(data[True]) == {"workflow_dispatch", "schedule"}  # YAML 1.1 reads `on` as True
+    steps = data["jobs"]["audit"]["steps"]
+    audit = next(s for s in steps if s.get("name") == "Audit")
+    assert "--repos .github/fleet-repos.txt" in audit["run"] and "GITHUB_STEP_SUMMARY" in audit["run"]
+    assert audit["if"] == "steps.list.outputs.present == 'true'"
+
+
+@pytest.mark.slow
+def test_the_fleet_bench_runs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(TEMPLATE / "bench" / "fleet_audit.py"), "--quick"],
+                          text=True, capture_output=True, timeout=600, check=False)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^\|\s+10 \|", proc.stdout, re.MULTILINE), proc.stdout
+    assert "`plumbline audit --repos` over 10 projects:" in proc.stdout
