@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -267,29 +268,39 @@ def read_repo_list(path: Path) -> list[str]:
     return urls
 
 
-def clone_all(urls: list[str], into: Path, jobs: int) -> list[tuple[Path, str, str | None]]:
-    """Shallow-clone every URL with a bounded pool; (folder, url, error or None) in list order."""
+def audit_fleet(auditor: Auditor, urls: list[str], into: Path, jobs: int) -> list[ProjectReport]:
+    """Shallow-clone every URL with a bounded pool, and start auditing each as soon as it is
+    cloned (its renders run while the other clones go on); one report per URL, in list order."""
     into.mkdir(parents=True, exist_ok=True)
     done = 0
     lock = threading.Lock()
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
 
-    def clone(item: tuple[int, str]) -> tuple[Path, str, str | None]:
+    def clone_and_start(item: tuple[int, str]) -> _Pending | ProjectReport:
         nonlocal done
         index, url = item
         name = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
         dst = into / f"{index:04d}-{name}"
+        if dst.exists():  # a clone left by an earlier run in the same --cache
+            shutil.rmtree(dst)
         proc = subprocess.run(
             ["git", "clone", "--depth", "1", "--quiet", url, str(dst)], capture_output=True, text=True, check=False, env=env
         )
-        error = None
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            error = f"cannot clone {url}: {last}"
         with lock:
             done += 1
             _progress(done, len(urls), "cloned")
-        return dst, url, error
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return ProjectReport(str(dst), url, error=f"cannot clone {url}: {last}")
+        try:
+            return auditor.start(dst, url)
+        except AuditError as exc:
+            return ProjectReport(str(dst), url, error=str(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(clone, enumerate(urls)))
+        started = list(pool.map(clone_and_start, enumerate(urls)))
+    reports = []
+    for index, item in enumerate(started, 1):
+        reports.append(item if isinstance(item, ProjectReport) else auditor.finish(item))
+        _progress(index, len(started), "audited")
+    return reports

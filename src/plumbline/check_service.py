@@ -84,9 +84,23 @@ def check_service(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="plumbline-check-") as tmp:
         ini, junit = Path(tmp) / "pytest.ini", Path(tmp) / "junit.xml"
         ini.write_text(INI)
-        cmd = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(suite), "--confcutdir", str(suite),
-               f"--junitxml={junit}",
-               "-q", "-rN", "--tb=short", str(suite / "contract"), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(ini),
+            "--rootdir",
+            str(suite),
+            "--confcutdir",
+            str(suite),
+            f"--junitxml={junit}",
+            "-q",
+            "-rN",
+            "--tb=short",
+            str(suite / "contract"),
+            *extra,
+        ]
         print(f"plumbline check-service: {shlex.join(cmd[3:])}", file=sys.stderr)
         code = subprocess.run(cmd, cwd=suite, env=env, check=False).returncode
         failed = failures(junit, suite)

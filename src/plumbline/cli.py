@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from plumbline.audit import Auditor, audit_projects, clone_all, read_repo_list
+    from plumbline.audit import Auditor, audit_fleet, audit_projects, read_repo_list
     from plumbline.report import exit_code, fleet_table, project_table, to_json
 
     if not args.paths and not args.repos:
@@ -60,34 +60,25 @@ def _audit(args: argparse.Namespace) -> int:
         cache = args.cache or Path(tmp)
         auditor = Auditor(cache, jobs=max(1, args.jobs), template=args.template, allow_edits=args.allow_edits)
         try:
-            projects: list[tuple[Path, str]] = [(p, str(p)) for p in args.paths]
             for path in args.paths:
                 if not path.is_dir():
                     raise AuditError(f"{path} is not a directory")
-            cloned_errors = {}
+            fleet = len(args.paths) > 1 or bool(args.repos)
+            reports = audit_projects(auditor, [(p, str(p)) for p in args.paths], fleet)
             if args.repos:
-                for folder, url, error in clone_all(read_repo_list(args.repos), cache / "projects", args.clone_jobs):
-                    projects.append((folder, url))
-                    if error:
-                        cloned_errors[str(folder)] = error
-            fleet = len(projects) > 1 or bool(args.repos)
-            good = [p for p in projects if str(p[0]) not in cloned_errors]
-            reports = {r.path: r for r in audit_projects(auditor, good, fleet)}
+                reports += audit_fleet(auditor, read_repo_list(args.repos), cache / "projects", args.clone_jobs)
         finally:
             auditor.renderer.close()
-        from plumbline.audit import ProjectReport
-
-        ordered = [reports.get(str(p)) or ProjectReport(str(p), src, error=cloned_errors[str(p)]) for p, src in projects]
     if args.format == "json":
-        sys.stdout.write(to_json(ordered))
+        sys.stdout.write(to_json(reports))
     elif fleet:
-        sys.stdout.write(fleet_table(ordered, markdown=args.format == "markdown"))
+        sys.stdout.write(fleet_table(reports, markdown=args.format == "markdown"))
     else:
-        sys.stdout.write(project_table(ordered[0], markdown=args.format == "markdown"))
-    for r in ordered:
+        sys.stdout.write(project_table(reports[0], markdown=args.format == "markdown"))
+    for r in reports:
         if r.error:
             print(f"plumbline audit: error: {r.source}: {r.error}", file=sys.stderr)
-    return exit_code(ordered)
+    return exit_code(reports)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,8 @@ class Template:
         self._lock = threading.Lock()
         self._exports: dict[str, Path] = {}
         self._ancestor: dict[tuple[str, str], bool] = {}
+        self._resolved: dict[str, str] = {}
+        self._owned: dict[str, list[str]] = {}
         self.releases = self._read_releases()
 
     # ------------------------------------------------------------------ releases
@@ -102,6 +104,8 @@ class Template:
     def resolve(self, recorded: str) -> str:
         """The full sha of an answers file's `_commit` (a tag, `git describe` output or a sha)."""
         recorded = str(recorded).strip()
+        if recorded in self._resolved:
+            return self._resolved[recorded]
         candidates = [recorded]
         if match := DESCRIBE.match(recorded):
             candidates.insert(0, match["sha"])
@@ -110,6 +114,7 @@ class Template:
                 candidates.append(release.commit)
         for ref in candidates:
             if sha := self.commit_of(ref):
+                self._resolved[recorded] = sha
                 return sha
         raise AuditError(f"the template {self.source} has no commit {recorded!r} (the answers file's _commit)")
 
@@ -156,9 +161,11 @@ class Template:
     def project_owned(self, commit: str) -> list[str]:
         """Glob patterns of the files the project owns at that release: the service part and
         the release's `_skip_if_exists` (Jinja expressions in them match any name)."""
-        skip = self.copier_config(commit).get("_skip_if_exists") or []
-        patterns = [re.sub(r"\{\{.*?\}\}", "*", str(p)) for p in skip]
-        return [*SERVICE_PART, *patterns]
+        if commit not in self._owned:
+            skip = self.copier_config(commit).get("_skip_if_exists") or []
+            patterns = [re.sub(r"\{\{.*?\}\}", "*", str(p)) for p in skip]
+            self._owned[commit] = [*SERVICE_PART, *patterns]
+        return self._owned[commit]
 
 
 @cache
