@@ -18,6 +18,7 @@ from services import BuiltService, Service, build_service
 
 # A service built elsewhere (`plumbline check-service`, tests/external.py), or None.
 EXTERNAL = external.external_build()
+REMOTE = external.remote_service(EXTERNAL)
 
 # The answers the contract suite builds with: a name and port unlike the defaults, so that a
 # name or port written into the code instead of derived from the answers shows up as a failure.
@@ -97,6 +98,9 @@ def shared_service(
     Booting costs about a second; tests that only look (status codes, bodies, the metric names)
     share this one. Tests that count, signal or configure start their own with `spawn`.
     """
+    if REMOTE is not None:  # a service already running elsewhere (tests/external.py)
+        yield REMOTE  # type: ignore[misc]
+        return
     svc = Service(service_build, tmp_path_factory.mktemp(f"shared-{service_build.flavour}"))
     try:
         yield svc.start()

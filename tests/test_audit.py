@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import yaml
 
 from helpers import DEFAULTS, TEMPLATE, commit_all, git
 from releases import TemplateRepo, render, tagged_copy
-from services import build_service
+from services import Service, build_service
 
 SRC = TEMPLATE / "src"
 ANSWERS = {**DEFAULTS, "project_name": "ledger-feed"}
@@ -294,6 +296,45 @@ def test_check_service_fails_naming_the_rule_a_broken_service_breaks(own_python_
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
            "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_check_service_url_runs_the_http_checks_on_a_running_service(own_python_service, tmp_path: Path) -> None:
+    svc = Service(own_python_service, tmp_path).start()
+    try:
+        proc = plumbline("check-service", "--url", f"http://127.0.0.1:{svc.port}",
+                         "--project", str(own_python_service.project))
+    finally:
+        svc.kill()
+
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert re.search(r"^\d+ passed, \d+ deselected", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
+
+
+def test_check_service_url_fails_on_a_server_without_the_endpoints(in_line: Path) -> None:
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc = plumbline("check-service", "--url", f"http://127.0.0.1:{server.server_address[1]}",
+                         "--project", str(in_line))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
+           "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+    assert "test_exactly_the_documented_metrics_with_types_and_help[external]" in proc.stdout
 
 
 def test_the_fleet_workflow_is_valid_and_opt_in() -> None:

@@ -64,15 +64,14 @@ def failures(junit: Path, suite: Path) -> list[str]:
 
 
 def check_service(args: argparse.Namespace) -> int:
-    if args.url:
-        raise AuditError("--url checks are not available yet: give the service's --command (see docs/audit.md)")
     project = args.project.resolve()
     if not (project / "cfg" / "config.toml").is_file():
         raise AuditError(f"{project} has no cfg/config.toml: give the project folder with --project")
     suite = suite_dir()
     env = {
         **os.environ,
-        "PLUMBLINE_SERVICE_COMMAND": args.command,
+        "PLUMBLINE_SERVICE_COMMAND": args.command or "",
+        "PLUMBLINE_SERVICE_URL": args.url or "",
         "PLUMBLINE_SERVICE_PROJECT": str(project),
         "PLUMBLINE_WITH_EXAMPLE": "1" if args.with_example else "0",
     }

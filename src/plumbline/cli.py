@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     target = check.add_mutually_exclusive_group(required=True)
     target.add_argument("--command", metavar="CMD", help="the service's command line, e.g. '.venv/bin/order-router'")
-    target.add_argument("--url", metavar="URL", help="a service already running, e.g. http://127.0.0.1:8080 (HTTP checks only)")
-    check.add_argument("--log-file", type=Path, help="with --url: the service's log file")
+    target.add_argument("--url", metavar="URL", help="a service already running, http://HOST:PORT: its HTTP checks only")
     check.add_argument(
         "--project", type=Path, default=Path("."), help="the project folder: cfg/ and .copier-answers.yml (default: .)"
     )
