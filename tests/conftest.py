@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import external
 from helpers import TEMPLATE
 from services import BuiltService, Service, build_service
-
-# A service built elsewhere (`plumbline check-service`, tests/external.py), or None.
-EXTERNAL = external.external_build()
-REMOTE = external.remote_service(EXTERNAL)
 
 # The answers the contract suite builds with: a name and port unlike the defaults, so that a
 # name or port written into the code instead of derived from the answers shows up as a failure.
@@ -30,6 +25,17 @@ FLAVOUR_MANIFESTS = {
     "rust": TEMPLATE / "template" / "{% if is_rust %}Cargo.toml{% endif %}.jinja",
 }
 FLAVOUR_TOOLS = {"python": "uv", "rust": "cargo"}
+
+
+def _external() -> tuple[BuiltService | None, object | None]:
+    """A service built elsewhere (`plumbline check-service`, tests/external.py), or None twice."""
+    import external
+
+    built = external.external_build()
+    return built, external.remote_service(built)
+
+
+EXTERNAL, REMOTE = _external()
 
 
 def _build(flavour: str, tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
@@ -70,6 +76,8 @@ def service_build(request: pytest.FixtureRequest) -> BuiltService:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if EXTERNAL is not None:
+        import external
+
         external.deselect(config, items)
 
 

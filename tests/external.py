@@ -31,8 +31,8 @@ import yaml
 import services
 from services import BuiltService, Response, request
 
-# Modules that test the example service part (`work`), not the platform's contract.
-EXAMPLE_MODULES = {"test_work.py"}
+# Modules that test the example service part (its job and GET /v1/value), not the platform's contract.
+EXAMPLE_MODULES = {"test_work.py", "test_value.py"}
 # Fixtures that build both flavours from the template.
 TEMPLATE_BUILDS = {"python_service", "rust_service"}
 # The checks that hold for a running service whatever it did before: module -> tests (None: all).
