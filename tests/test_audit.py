@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import DEFAULTS, TEMPLATE, commit_all, git
+from helpers import DEFAULTS, FULL, TEMPLATE, commit_all, git
 from releases import TemplateRepo, render, tagged_copy
 from services import Service, build_service
 
@@ -335,6 +335,37 @@ def test_check_service_url_fails_on_a_server_without_the_endpoints(in_line: Path
     assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
            "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
     assert "test_exactly_the_documented_metrics_with_types_and_help[external]" in proc.stdout
+
+
+def test_renders_with_the_speedups_are_copier_s_own(repo: TemplateRepo, tmp_path: Path) -> None:
+    """The audit's renders reuse compiled Jinja code and parsed copier.yml across renders: the
+    bytes must be those of a plain `run_copy`. Both run in processes of their own, so that
+    the speedups never touch this test session's Copier."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    git(repo.path, "archive", "-o", str(tmp_path / "tree.tar"), repo.head.commit)
+    subprocess.run(["tar", "-xf", str(tmp_path / "tree.tar"), "-C", str(tree)], check=True)
+    ours_script = (
+        "import json, sys\nfrom pathlib import Path\nfrom plumbline.render import render_tree\n"
+        "answers = json.loads(sys.argv[3])\nrender_tree(sys.argv[1], {**answers, 'project_name': 'warm-up'})\n"
+        "for path, data in render_tree(sys.argv[1], answers).items():\n"
+        "    (Path(sys.argv[2]) / path).parent.mkdir(parents=True, exist_ok=True)\n"
+        "    (Path(sys.argv[2]) / path).write_bytes(data)\n"
+    )
+    plain_script = (
+        "import json, sys, warnings\nfrom copier import run_copy\nwarnings.simplefilter('ignore')\n"
+        "run_copy(sys.argv[1], sys.argv[2], data=json.loads(sys.argv[3]), defaults=True, unsafe=True, quiet=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for index, answers in enumerate([FULL, {**FULL, "flavour": "rust", "project_name": "abc-def"}]):
+        trees = []
+        for kind, script in (("ours", ours_script), ("plain", plain_script)):
+            dst = tmp_path / f"{kind}{index}"
+            subprocess.run([sys.executable, "-c", script, str(tree), str(dst), json.dumps(answers)], env=env, check=True)
+            trees.append({p.relative_to(dst).as_posix(): p.read_bytes() for p in sorted(dst.rglob("*")) if p.is_file()})
+        ours, plain = trees
+        assert ours.keys() == plain.keys()
+        assert [p for p in ours if ours[p] != plain[p]] == []
 
 
 def test_the_fleet_workflow_is_valid_and_opt_in() -> None:

@@ -7,8 +7,10 @@ process pool (Copier is pure Python; threads would share one core).
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing
+import os
 import tempfile
 import threading
 import warnings
@@ -79,6 +81,22 @@ def install_compile_memo() -> None:
 
     if hasattr(_main.Worker, "_sync_git_index_executable_bit"):
         _main.Worker._sync_git_index_executable_bit = lambda self, dst_relpath, src_mode: None  # type: ignore[method-assign]
+
+    # copier.yml is parsed again for every render; an exported tree never changes, so parse
+    # each once (a deep copy each time: Copier may change what it gets).
+    from copier import _template
+
+    if hasattr(_template, "load_template_config"):
+        load = _template.load_template_config
+        configs: dict[tuple[str, bool], Any] = {}
+
+        def load_template_config(conf_path, quiet=False):  # type: ignore[no-untyped-def]
+            key = (str(Path(conf_path).resolve()), quiet)
+            if key not in configs:
+                configs[key] = load(conf_path, quiet)
+            return copy.deepcopy(configs[key])
+
+        _template.load_template_config = load_template_config
     _memo_installed = True
 
 
@@ -87,7 +105,9 @@ def render_tree(template_dir: str, answers: dict[str, Any]) -> Tree:
     from copier import run_copy
 
     install_compile_memo()
-    with tempfile.TemporaryDirectory(prefix="plumbline-render-") as tmp, warnings.catch_warnings():
+    # a render is written and removed at once: in memory when the machine has a tmpfs
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="plumbline-render-", dir=shm) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dst = Path(tmp) / "project"
         run_copy(template_dir, str(dst), data=answers, defaults=True, unsafe=True, quiet=True, overwrite=True)
