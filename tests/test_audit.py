@@ -7,6 +7,7 @@ Renders are shared by the module; each test copies the project it changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -258,8 +259,12 @@ def test_installs_as_a_uv_tool_from_a_clone(repo: TemplateRepo, in_line: Path, t
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "status: in line" in proc.stdout
-    suite = list((tmp_path / "tools").rglob("plumbline/suite/contract/test_http.py"))
-    assert suite, "the wheel carries the contract suite for check-service"
+    # the wheel carries the contract suite for check-service
+    with not_found_server() as url:
+        check = subprocess.run([str(tmp_path / "bin" / "plumbline"), "check-service", "--url", url, "--project",
+                                str(in_line)], env=env, text=True, capture_output=True, timeout=300, check=False)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "FAIL Contract §5" in check.stdout and "/plumbline/suite/contract" in check.stderr
 
 
 # ---------------------------------------------------------------------- check-service
@@ -311,25 +316,31 @@ def test_check_service_url_runs_the_http_checks_on_a_running_service(own_python_
     assert re.search(r"^\d+ passed, \d+ deselected", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
 
 
-def test_check_service_url_fails_on_a_server_without_the_endpoints(in_line: Path) -> None:
-    class NotFound(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+class _NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+
+@contextlib.contextmanager
+def not_found_server():
+    """An HTTP server that answers 404 to everything: no route of the contract."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        proc = plumbline("check-service", "--url", f"http://127.0.0.1:{server.server_address[1]}",
-                         "--project", str(in_line))
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_check_service_url_fails_on_a_server_without_the_endpoints(in_line: Path) -> None:
+    with not_found_server() as url:
+        proc = plumbline("check-service", "--url", url, "--project", str(in_line))
 
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
