@@ -147,8 +147,9 @@ class Renderer:
                 self._futures[key] = future
                 return future
             if self._pool is None:
-                # forkserver: the caller runs clone threads, and forking a threaded process is unsafe
-                context = multiprocessing.get_context("forkserver")
+                # spawn: the caller runs clone threads, and forking a threaded process is unsafe; the
+                # workers are this process's children, so their CPU time counts in its own
+                context = multiprocessing.get_context("spawn")
                 self._pool = ProcessPoolExecutor(max_workers=self._jobs, mp_context=context)
             self._futures[key] = self._pool.submit(render_tree, str(template_dir), answers)
         return self._futures[key]
