@@ -218,6 +218,11 @@ def test_the_audit_that_cannot_run_exits_2_with_one_line(tmp_path: Path, in_line
     (line,) = unreachable.stderr.splitlines()
     assert line.startswith("plumbline audit: error: cannot reach the template"), line
 
+    no_config = plumbline("check-service", "--command", "audit", "--project", str(tmp_path))
+    assert no_config.returncode == 2
+    assert no_config.stderr.splitlines() == [
+        f"plumbline check-service: error: {tmp_path} has no cfg/config.toml: give the project folder with --project"]
+
 
 def test_fleet_mode_clones_and_prints_one_row_per_project(in_line: Path, behind: Path, tmp_path: Path) -> None:
     urls = []

@@ -70,7 +70,7 @@ def check_service(args: argparse.Namespace) -> int:
     suite = suite_dir()
     env = {
         **os.environ,
-        "PLUMBLINE_SERVICE_COMMAND": args.command or "",
+        "PLUMBLINE_SERVICE_COMMAND": args.service_command or "",
         "PLUMBLINE_SERVICE_URL": args.url or "",
         "PLUMBLINE_SERVICE_PROJECT": str(project),
         "PLUMBLINE_WITH_EXAMPLE": "1" if args.with_example else "0",

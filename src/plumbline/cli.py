@@ -17,7 +17,7 @@ EPILOG = "Exit codes: 0 in line, 1 a rule fails, 2 the audit cannot run. Docs: d
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plumbline", description="Audit and check services made from the plumbline template.")
     parser.add_argument("--version", action="version", version=f"plumbline {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="subcommand", required=True)
 
     audit = sub.add_parser("audit", help="audit generated projects against their template and the standard", epilog=EPILOG)
     audit.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="a generated project's folder")
@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 every contract test passed, 1 a test failed, 2 the check cannot run.",
     )
     target = check.add_mutually_exclusive_group(required=True)
-    target.add_argument("--command", metavar="CMD", help="the service's command line, e.g. '.venv/bin/order-router'")
+    target.add_argument(
+        "--command", dest="service_command", metavar="CMD", help="the service's command line, e.g. '.venv/bin/order-router'"
+    )
     target.add_argument("--url", metavar="URL", help="a service already running, http://HOST:PORT: its HTTP checks only")
     check.add_argument(
         "--project", type=Path, default=Path("."), help="the project folder: cfg/ and .copier-answers.yml (default: .)"
@@ -83,13 +85,13 @@ def _audit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "audit":
+        if args.subcommand == "audit":
             return _audit(args)
         from plumbline.check_service import check_service
 
         return check_service(args)
     except AuditError as exc:
-        print(f"plumbline {args.command}: error: {exc}", file=sys.stderr)
+        print(f"plumbline {args.subcommand}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
