@@ -26,6 +26,17 @@ FLAVOUR_MANIFESTS = {
 FLAVOUR_TOOLS = {"python": "uv", "rust": "cargo"}
 
 
+def _external() -> tuple[BuiltService | None, object | None]:
+    """A service built elsewhere (`plumbline check-service`, tests/external.py), or None twice."""
+    import external
+
+    built = external.external_build()
+    return built, external.remote_service(built)
+
+
+EXTERNAL, REMOTE = _external()
+
+
 def _build(flavour: str, tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
     manifest = FLAVOUR_MANIFESTS[flavour]
     assert manifest.exists(), f"the {flavour} flavour's build manifest {manifest} is missing"
@@ -55,14 +66,23 @@ def rust_service(tmp_path_factory: pytest.TempPathFactory) -> BuiltService:
 
 @pytest.fixture(
     scope="session",
-    params=[
+    params=[pytest.param("external", marks=pytest.mark.slow)] if EXTERNAL else [
         pytest.param("python", marks=pytest.mark.slow),
         pytest.param("rust", marks=[pytest.mark.slow, pytest.mark.rust]),
     ],
 )
 def service_build(request: pytest.FixtureRequest) -> BuiltService:
-    """Each flavour in turn, built once per session."""
+    """Each flavour in turn, built once per session (or the external service)."""
+    if EXTERNAL is not None:
+        return EXTERNAL
     return request.getfixturevalue(f"{request.param}_service")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if EXTERNAL is not None:
+        import external
+
+        external.deselect(config, items)
 
 
 @pytest.fixture
@@ -90,6 +110,9 @@ def shared_service(
     Booting costs about a second; tests that only look (status codes, bodies, the metric names)
     share this one. Tests that count, signal or configure start their own with `spawn`.
     """
+    if REMOTE is not None:  # a service already running elsewhere (tests/external.py)
+        yield REMOTE  # type: ignore[misc]
+        return
     svc = Service(service_build, tmp_path_factory.mktemp(f"shared-{service_build.flavour}"))
     try:
         yield svc.start()

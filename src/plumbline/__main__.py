@@ -1,0 +1,5 @@
+import sys
+
+from plumbline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,409 @@
+"""`plumbline audit` and `plumbline check-service` (src/plumbline) on generated projects.
+
+The template is a scratch copy with its releases tagged (tests/releases.py): a project rendered
+at HEAD under test is in line, one rendered at the release before it is one release behind.
+Renders are shared by the module; each test copies the project it changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import DEFAULTS, FULL, TEMPLATE, commit_all, git
+from releases import TemplateRepo, render, tagged_copy
+from services import Service, build_service
+
+SRC = TEMPLATE / "src"
+ANSWERS = {**DEFAULTS, "project_name": "ledger-feed"}
+
+
+def plumbline(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command from this working tree, as `python -m plumbline`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "plumbline", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=600, check=False)
+
+
+def audit_json(*args: str) -> tuple[int, dict]:
+    proc = plumbline("audit", "--format", "json", *args)
+    assert proc.returncode in (0, 1), f"exit {proc.returncode}: {proc.stderr}"
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> TemplateRepo:
+    return tagged_copy(tmp_path_factory.mktemp("audit-template") / "plumbline")
+
+
+@pytest.fixture(scope="module")
+def in_line(repo: TemplateRepo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(repo, tmp_path_factory.mktemp("in-line") / "ledger-feed", repo.head.tag, ANSWERS)
+
+
+@pytest.fixture(scope="module")
+def behind(repo: TemplateRepo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(repo, tmp_path_factory.mktemp("behind") / "ledger-feed", repo.previous.tag, ANSWERS)
+
+
+@pytest.fixture
+def copy_of(tmp_path: Path):
+    def make(project: Path) -> Path:
+        dst = tmp_path / project.name
+        shutil.copytree(project, dst, symlinks=True)
+        return dst
+
+    return make
+
+
+def test_a_project_in_line_passes(in_line: Path, repo: TemplateRepo) -> None:
+    code, report = audit_json(str(in_line))
+
+    (project,) = report["projects"]
+    assert code == 0 and report["exit_code"] == 0, project["findings"]
+    assert project["status"] == "in line"
+    assert project["template"]["release"] == repo.head.tag
+    assert project["template"]["newest"] == repo.head.tag
+    assert project["template"]["behind"] == 0
+    assert project["files"] and {f["state"] for f in project["files"]} == {"identical"}
+    assert any(f["path"] == "cfg/config.toml" for f in project["files"]), "cfg/config.toml is template-owned"
+    assert project["update"] is None and project["findings"] == []
+    table = plumbline("audit", str(in_line))
+    assert table.returncode == 0
+    assert "status: in line" in table.stdout and f"at {repo.head.tag}" in table.stdout
+
+
+def test_a_project_a_release_behind_fails_and_names_the_release(behind: Path, repo: TemplateRepo) -> None:
+    code, report = audit_json(str(behind))
+
+    (project,) = report["projects"]
+    assert code == 1 and project["status"] == "fails"
+    assert project["template"]["release"] == repo.previous.tag
+    assert project["template"]["releases_behind"] == [repo.head.tag]
+    assert project["update"]["to"] == repo.head.tag
+    assert [f["rule"] for f in project["findings"]] == ["release"], project["findings"]
+    # the files of its own release are untouched: being behind is not drift
+    assert {f["state"] for f in project["files"]} == {"identical"}
+
+
+def test_a_commit_recorded_by_git_describe_is_resolved(repo: TemplateRepo, tmp_path: Path) -> None:
+    after = git(repo.path, "rev-list", "--reverse", "--ancestry-path", f"{repo.previous.commit}..{repo.head.commit}")
+    sha = after.split()[0]
+    project = render(repo, tmp_path / "ledger-feed", sha, ANSWERS)
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"]
+    assert recorded.startswith(f"{repo.previous.tag}-1-g"), recorded
+
+    code, report = audit_json(str(project))
+
+    template = report["projects"][0]["template"]
+    assert (template["release"], template["behind"]) == (repo.previous.tag, 1)
+    assert code == 1 and [f["rule"] for f in report["projects"][0]["findings"]] == ["release"]
+
+
+def test_releases_come_from_the_changelog_when_the_clone_has_no_tags(behind: Path, repo: TemplateRepo,
+                                                                   tmp_path: Path) -> None:
+    untagged = tmp_path / "untagged"
+    git(tmp_path, "clone", "--quiet", "--no-tags", f"file://{repo.path}", str(untagged))
+    assert git(untagged, "tag", "--list") == ""
+
+    code, report = audit_json("--template", str(untagged), str(behind))
+
+    (project,) = report["projects"]
+    # HEAD under test is no release in the CHANGELOG: the newest named there is the project's
+    assert project["template"]["release"] == repo.previous.tag
+    assert project["template"]["newest"] == repo.previous.tag
+    assert code == 0, project["findings"]
+
+
+def test_an_edited_template_owned_file_is_drift(in_line: Path, copy_of) -> None:
+    project = copy_of(in_line)
+    readme = project / "README.md"
+    readme.write_text(readme.read_text().replace("\n", "\nA line of our own.\n", 1))
+    (project / "Makefile").unlink()
+
+    code, report = audit_json(str(project))
+
+    findings = {(f["rule"], f["path"]): f for f in report["projects"][0]["findings"]}
+    assert code == 1
+    assert findings[("drift", "README.md")]["message"] == "template-owned file edited: +1/-0 lines"
+    assert findings[("drift", "Makefile")]["message"] == "template-owned file is missing"
+    states = {f["path"]: f["state"] for f in report["projects"][0]["files"]}
+    assert states["README.md"] == "edited" and states["Makefile"] == "missing"
+    table = plumbline("audit", str(project))
+    assert "FAIL   drift  README.md" in table.stdout, table.stdout
+    # an edit tolerated by choice is still reported, as a warning; a missing file still fails
+    (project / "Makefile").write_bytes((in_line / "Makefile").read_bytes())
+    tolerant = plumbline("audit", "--allow-edits", str(project))
+    assert tolerant.returncode == 0, tolerant.stdout
+    assert "WARN" in tolerant.stdout and "README.md" in tolerant.stdout
+
+
+def test_edits_in_the_service_part_are_not_drift(in_line: Path, copy_of) -> None:
+    project = copy_of(in_line)
+    package = ANSWERS["project_name"].replace("-", "_")
+    service = project / "src" / package / "service"
+    # the service folder, or (releases before it) the work module that _skip_if_exists names
+    owned = sorted(service.glob("*.py")) if service.is_dir() else [project / "src" / package / "work.py"]
+    assert owned and all(p.is_file() for p in owned), owned
+    for path in owned:
+        path.write_text(path.read_text() + "\n# our own change\n")
+    (project / "tests" / "service").mkdir(parents=True, exist_ok=True)
+    (project / "tests" / "service" / "test_orders.py").write_text("def test_orders():\n    assert True\n")
+
+    code, report = audit_json(str(project))
+
+    assert code == 0, report["projects"][0]["findings"]
+    paths = {f["path"] for f in report["projects"][0]["files"]}
+    assert not any(p.startswith(f"src/{package}/service/") or p.endswith("/work.py") for p in paths)
+
+
+def test_a_service_not_generated_is_checked_against_the_rules(tmp_path: Path, in_line: Path) -> None:
+    project = tmp_path / "handmade"
+    (project / "cfg").mkdir(parents=True)
+    (project / "cfg" / "config.toml").write_text(
+        '[http]\nhost = "0.0.0.0"\nport = 8080\n[log]\nfilter = "info"\n'
+        '[paths]\nlog_file = "x"\npid_file = "x"\nheartbeat_file = "x"\ndata_dir = "x"\ntmp_dir = "x"\n'
+        '[heartbeat]\ninterval_secs = 10\n[shutdown]\ntimeout_secs = 30\n'
+        '[db]\nurl = "postgres://app:hunter2@db/app"\napi_token = "abc"\ntls_key_file = "/srv/key/tls.key"\n'
+    )
+    workflows = project / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    (workflows / "ci.yml").write_text(
+        "jobs:\n  test:\n    steps:\n      - uses: actions/checkout@v4\n"
+        "      - uses: actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065 # v5.6.0\n"
+        "      - uses: ./.github/actions/setup\n"
+    )
+    (project / "deploy").mkdir()
+    (project / "deploy" / "handmade.service").write_text("[Service]\nExecStart=/usr/bin/handmade\n")
+
+    code, report = audit_json(str(project))
+
+    found = sorted((f["rule"], f["path"], f["message"]) for f in report["projects"][0]["findings"])
+    assert code == 1
+    assert report["projects"][0]["template"] is None
+    assert [f[0] for f in found] == ["answers", "ci-pinned", "config-keys", "config-secrets", "config-secrets",
+                                     "systemd-exposure"], found
+    assert ("ci-pinned", ".github/workflows/ci.yml:4", "actions/checkout@v4 is not pinned by a full commit SHA") in found
+    assert ("config-keys", "cfg/config.toml", "contract key apm.url is missing") in found
+    messages = " ".join(f[2] for f in found)
+    assert "db.url is a URL with user:password" in messages and "db.api_token holds a value" in messages
+    assert "tls_key_file" not in messages, "a path to a secret is not a secret"
+    assert "exposure" in messages
+    # the generated unit keeps the standard: in line with the same check
+    assert audit_json(str(in_line))[0] == 0
+
+
+def test_the_audit_that_cannot_run_exits_2_with_one_line(tmp_path: Path, in_line: Path, copy_of) -> None:
+    missing = plumbline("audit", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [f"plumbline audit: error: {tmp_path / 'nowhere'} is not a directory"]
+
+    project = copy_of(in_line)
+    answers = project / ".copier-answers.yml"
+    data = yaml.safe_load(answers.read_text())
+    answers.write_text(yaml.safe_dump({**data, "_src_path": str(tmp_path / "gone")}))
+    unreachable = plumbline("audit", str(project))
+    assert unreachable.returncode == 2
+    (line,) = unreachable.stderr.splitlines()
+    assert line.startswith("plumbline audit: error: cannot reach the template"), line
+
+    no_config = plumbline("check-service", "--command", "audit", "--project", str(tmp_path))
+    assert no_config.returncode == 2
+    assert no_config.stderr.splitlines() == [
+        f"plumbline check-service: error: {tmp_path} has no cfg/config.toml: give the project folder with --project"]
+
+
+def test_fleet_mode_clones_and_prints_one_row_per_project(in_line: Path, behind: Path, tmp_path: Path) -> None:
+    urls = []
+    for name, project in [("in-line", in_line), ("behind", behind)]:
+        remote = tmp_path / name
+        shutil.copytree(project, remote)
+        commit_all(remote, "generated")
+        urls.append(f"file://{remote}")
+    repos = tmp_path / "repos.txt"
+    repos.write_text("# the fleet\n" + "\n".join(urls) + "\n\n")
+
+    proc = plumbline("audit", "--repos", str(repos))
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("file://")]
+    assert [r.split()[0] for r in rows] == urls
+    assert rows[0].split()[-2:] == ["in", "line"] and rows[1].split()[-1] == "fails" and " release " in rows[1]
+    assert "cloned 2/2" in proc.stderr and "2 projects: 1 in line, 1 failing, 0 not audited" in proc.stdout
+
+    repos.write_text(repos.read_text() + f"file://{tmp_path / 'no-such-repo'}\n")
+    broken = plumbline("audit", "--repos", str(repos), "--format", "json")
+    assert broken.returncode == 2
+    report = json.loads(broken.stdout)
+    assert [p["status"] for p in report["projects"]] == ["in line", "fails", "error"]
+    assert report["projects"][2]["error"].startswith("cannot clone file://")
+
+
+@pytest.mark.slow
+def test_installs_as_a_uv_tool_from_a_clone(repo: TemplateRepo, in_line: Path, tmp_path: Path) -> None:
+    uv = shutil.which("uv")
+    assert uv, "uv is needed to install the plumbline command"
+    env = {**os.environ, "UV_TOOL_DIR": str(tmp_path / "tools"), "UV_TOOL_BIN_DIR": str(tmp_path / "bin")}
+    install = subprocess.run([uv, "tool", "install", "--quiet", "--from", str(repo.path), "plumbline"],
+                             env=env, text=True, capture_output=True, timeout=600, check=False)
+    assert install.returncode == 0, install.stderr
+
+    proc = subprocess.run([str(tmp_path / "bin" / "plumbline"), "audit", str(in_line)], env=env, text=True,
+                          capture_output=True, timeout=300, check=False)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "status: in line" in proc.stdout
+    # the wheel carries the contract suite for check-service
+    with not_found_server() as url:
+        check = subprocess.run([str(tmp_path / "bin" / "plumbline"), "check-service", "--url", url, "--project",
+                                str(in_line)], env=env, text=True, capture_output=True, timeout=300, check=False)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "FAIL Contract §5" in check.stdout and "/plumbline/suite/contract" in check.stderr
+
+
+# ---------------------------------------------------------------------- check-service
+@pytest.fixture(scope="module")
+def own_python_service(tmp_path_factory: pytest.TempPathFactory):
+    """A Python service of its own: the tests below break it on purpose."""
+    assert shutil.which("uv"), "building the Python flavour needs uv"
+    return build_service("python", tmp_path_factory.mktemp("check-service"), project_name="ledger-feed", http_port=18124)
+
+
+@pytest.mark.slow
+def test_check_service_passes_on_a_generated_service(own_python_service) -> None:
+    proc = plumbline("check-service", "--command", str(own_python_service.binary),
+                     "--project", str(own_python_service.project))
+
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "every contract check passed" in proc.stdout
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_check_service_fails_naming_the_rule_a_broken_service_breaks(own_python_service) -> None:
+    health = own_python_service.project / "src" / own_python_service.snake / "health.py"
+    original = health.read_text()
+    broken = original.replace('return (200, "ok") if fresh', 'return (500, "broken") if fresh')
+    assert broken != original, "the live answer moved: update this test's edit"
+    health.write_text(broken)
+    try:
+        proc = plumbline("check-service", "--command", str(own_python_service.binary),
+                         "--project", str(own_python_service.project), "--", "-k", "test_http")
+    finally:
+        health.write_text(original)
+
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
+           "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_check_service_url_runs_the_http_checks_on_a_running_service(own_python_service, tmp_path: Path) -> None:
+    svc = Service(own_python_service, tmp_path).start()
+    try:
+        proc = plumbline("check-service", "--url", f"http://127.0.0.1:{svc.port}",
+                         "--project", str(own_python_service.project))
+    finally:
+        svc.kill()
+
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert re.search(r"^\d+ passed, \d+ deselected", proc.stdout, re.MULTILINE), proc.stdout[-2000:]
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def not_found_server():
+    """An HTTP server that answers 404 to everything: no route of the contract."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_check_service_url_fails_on_a_server_without_the_endpoints(in_line: Path) -> None:
+    with not_found_server() as url:
+        proc = plumbline("check-service", "--url", url, "--project", str(in_line))
+
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
+           "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+    assert "test_exactly_the_documented_metrics_with_types_and_help[external]" in proc.stdout
+
+
+def test_renders_with_the_speedups_are_copier_s_own(repo: TemplateRepo, tmp_path: Path) -> None:
+    """The audit's renders reuse compiled Jinja code and parsed copier.yml across renders: the
+    bytes must be those of a plain `run_copy`. Both run in processes of their own, so that
+    the speedups never touch this test session's Copier."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    git(repo.path, "archive", "-o", str(tmp_path / "tree.tar"), repo.head.commit)
+    subprocess.run(["tar", "-xf", str(tmp_path / "tree.tar"), "-C", str(tree)], check=True)
+    ours_script = (
+        "import json, sys\nfrom pathlib import Path\nfrom plumbline.render import render_tree\n"
+        "answers = json.loads(sys.argv[3])\nrender_tree(sys.argv[1], {**answers, 'project_name': 'warm-up'})\n"
+        "for path, data in render_tree(sys.argv[1], answers).items():\n"
+        "    (Path(sys.argv[2]) / path).parent.mkdir(parents=True, exist_ok=True)\n"
+        "    (Path(sys.argv[2]) / path).write_bytes(data)\n"
+    )
+    plain_script = (
+        "import json, sys, warnings\nfrom copier import run_copy\nwarnings.simplefilter('ignore')\n"
+        "run_copy(sys.argv[1], sys.argv[2], data=json.loads(sys.argv[3]), defaults=True, unsafe=True, quiet=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for index, answers in enumerate([FULL, {**FULL, "flavour": "rust", "project_name": "abc-def"}]):
+        trees = []
+        for kind, script in (("ours", ours_script), ("plain", plain_script)):
+            dst = tmp_path / f"{kind}{index}"
+            subprocess.run([sys.executable, "-c", script, str(tree), str(dst), json.dumps(answers)], env=env, check=True)
+            trees.append({p.relative_to(dst).as_posix(): p.read_bytes() for p in sorted(dst.rglob("*")) if p.is_file()})
+        ours, plain = trees
+        assert ours.keys() == plain.keys()
+        assert [p for p in ours if ours[p] != plain[p]] == []
+
+
+def test_the_fleet_workflow_is_valid_and_opt_in() -> None:
+    workflow = TEMPLATE / ".github" / "workflows" / "fleet-audit.yml"
+    for cmd in (["check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+                ["zizmor", "--offline", "--min-severity", "medium", "--format", "plain", str(workflow)]):
+        assert shutil.which(cmd[0]), f"{cmd[0]} is needed to check the fleet workflow"
+        proc = subprocess.run(cmd, cwd=TEMPLATE, text=True, capture_output=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = yaml.safe_load(workflow.read_text())
+    assert set(data[True]) == {"workflow_dispatch", "schedule"}  # YAML 1.1 reads `on` as True
+    steps = data["jobs"]["audit"]["steps"]
+    audit = next(s for s in steps if s.get("name") == "Audit")
+    assert "--repos .github/fleet-repos.txt" in audit["run"] and "GITHUB_STEP_SUMMARY" in audit["run"]
+    assert audit["if"] == "steps.list.outputs.present == 'true'"
+
+
+@pytest.mark.slow
+def test_the_fleet_bench_runs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(TEMPLATE / "bench" / "fleet_audit.py"), "--quick"],
+                          text=True, capture_output=True, timeout=600, check=False)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^\|\s+10 \|", proc.stdout, re.MULTILINE), proc.stdout
+    assert "`plumbline audit --repos` over 10 projects:" in proc.stdout
