@@ -11,7 +11,7 @@
 - `shutdown`: signals and the draining deadline
 - `retry`: backoff for transient errors
 - `errors`: the three error kinds and their classification
-- `work`: the example periodic job (prepare, finalize, last good value)
+- `service`: the service part (settings, api, jobs), the team's own code
 - `sd_notify`: systemd readiness and watchdog notifications
 - `telemetry`: OpenTelemetry traces over OTLP/HTTP (only in services generated with it)
 - `app`: `build()` then `run_until_stopped()`

@@ -23,7 +23,7 @@ from .health import Health, Phase
 from .logging import LogSink, get_logger, logs, parse_filter
 from .metrics import ROUTES, Metrics
 from .server import Server
-from .work import MAX_ATTEMPT_SECS, LastGoodStore, SpanFactory, Upstream, Worker, no_span
+from .service.jobs import MAX_ATTEMPT_SECS, LastGoodStore, SpanFactory, Upstream, Worker, no_span
 
 log = get_logger(__name__)
 

@@ -124,15 +124,11 @@ class Shutdown(_Section):
     timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=_SECONDS)
 
 
-class Work(_Section):
-    interval_secs: float = Field(default=60.0, gt=0, allow_inf_nan=False, description=_SECONDS)
-    max_concurrency: int = Field(default=4, ge=1, le=1024, description="allowed 1-1024")
-    upstream_url: OptionalUrl = Field(default="", description=_OPTIONAL_URL)
-    upstream_token: SecretStr = Field(default=SecretStr(""), description="allowed a string (a secret)")
-
-
 class Apm(_Section):
     url: OptionalUrl = Field(default="", description=_OPTIONAL_URL)
+
+
+from .service.settings import Work  # noqa: E402  (the service's section)
 
 
 class Settings(BaseSettings):
