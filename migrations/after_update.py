@@ -24,7 +24,8 @@ Then, for each file in HEAD:
    a file exists): a file still exactly as the old render made it follows the new release
    (changed, or removed if the release dropped it); one the team changed is left alone.
 
-Every action is one line on stderr, in words. Running it again changes nothing.
+Every action is one line on stderr, in words. After the update is committed, running it
+again finds nothing to do.
 """
 
 from __future__ import annotations
