@@ -564,16 +564,43 @@ def test_changing_an_answer_adds_and_removes_exactly_the_right_files(
 # ---------------------------------------------------------------- the generated project's own checks
 
 
+# A fleet: services of both flavours, each changed by its team the way teams do.
+FLEET = [
+    pytest.param("python", "order-router", 8080, 9180, id="python-order-router"),
+    pytest.param("python", "price-feed", 8081, 9181, id="python-price-feed"),
+    pytest.param("rust", "ledger-sync", 8082, 9182, marks=pytest.mark.rust, id="rust-ledger-sync"),
+    pytest.param("rust", "risk-gate", 8083, 9183, marks=pytest.mark.rust, id="rust-risk-gate"),
+]
+RUNBOOK = "# Runbook\n\nWhen the upstream is down, page #desk-oncall; the service keeps the last value.\n"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour", ["python", pytest.param("rust", marks=pytest.mark.rust)])
-def test_the_updated_project_passes_its_own_lint_and_tests(repo: TemplateRepo, workdir: Path, flavour: str) -> None:
+@pytest.mark.parametrize(("flavour", "name", "port", "team_port"), FLEET)
+def test_a_fleet_service_updates_without_conflict_and_its_tests_pass(
+        repo: TemplateRepo, workdir: Path, flavour: str, name: str, port: int, team_port: int) -> None:
+    """Generated at the previous release, changed by its team, updated to HEAD: nothing lost, green."""
     tool = {"python": "uv", "rust": "cargo"}[flavour]
     if shutil.which(tool) is None:
-        pytest.skip(f"the {flavour} flavour needs `{tool}` on PATH")
-    project = generated(repo, workdir / "project", repo.previous.tag, flavour=flavour,
-                        deploy_targets=["systemd", "kubernetes"])
-    (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
-    commit_all(project, "the team's rule test")
+        pytest.fail(f"the {flavour} flavour needs `{tool}` on PATH")
+    package = name.replace("-", "_")
+    project = generated(repo, workdir / name, repo.previous.tag, flavour=flavour, project_name=name,
+                        http_port=port, deploy_targets=["systemd", "kubernetes"])
+    old, new = SPLIT[flavour][0]
+    old, new = old.replace("order_router", package), new.replace("order_router", package)
+    team_code = TEAM_CODE[SPLIT[flavour][0][0]]
+    (project / old).write_text((project / old).read_text() + team_code)
+    edit(project / "cfg" / "config.toml", f"port = {port}\n", f"port = {team_port}\n")
+    (project / "docs").mkdir(exist_ok=True)
+    (project / "docs" / "runbook.md").write_text(RUNBOOK)
+    commit_all(project, "the team's changes")
+
     update(project, repo.head.tag)
-    run(["make", "setup", "lint", "test"], project, timeout=3600)
+
+    assert "UU" not in git(project, "status", "--porcelain")
+    marked = [p for p, data in tree(project).items() if any(line.startswith(b"<<<<<<< ") for line in data.splitlines())]
+    assert marked == [], f"conflict markers in {marked}"
+    assert not (project / old).exists() and team_code in (project / new).read_text()
+    assert f"port = {team_port}\n" in (project / "cfg" / "config.toml").read_text()
+    assert (project / "docs" / "runbook.md").read_text() == RUNBOOK
+    run(["make", "setup", "test"] if flavour == "python" else ["make", "test"], project, timeout=3600)
     run(["promtool", "test", "rules", NEW_ALERT_TESTS], project)
