@@ -157,6 +157,37 @@ def test_the_changelog_names_each_release_commit_and_head_is_the_next_release(re
     assert described == repo.head.tag
 
 
+def release_sections(changelog: str) -> dict[str, str]:
+    """The text of each released section of a CHANGELOG, by tag."""
+    sections, tag = {}, None
+    for line in changelog.splitlines():
+        if line.startswith("## "):
+            tag = line.split()[1] if line.startswith("## v") else None
+            if tag:
+                sections[tag] = ""
+        elif tag:
+            sections[tag] += line + "\n"
+    return sections
+
+
+PATH_IN_TEXT = re.compile(r"`([A-Za-z0-9_.<>-]+(?:/[A-Za-z0-9_.<>-]*)+)`")
+
+
+def test_each_release_commit_renders_the_paths_its_section_names(repo: TemplateRepo, workdir: Path) -> None:
+    """A path a section names is in that release: in the template's tree or in a project it renders."""
+    sections = release_sections((TEMPLATE / "CHANGELOG.md").read_text())
+    for release in repo.releases:
+        paths = {m.replace("<package>", "order_router") for m in PATH_IN_TEXT.findall(sections[release.tag])}
+        assert paths, f"the {release.tag} section names no path to check"
+        listed = set(git(repo.path, "ls-tree", "-r", "--name-only", release.tag).splitlines())
+        for flavour in ("python", "rust"):
+            project = render(repo, workdir / f"{release.tag}-{flavour}", release.tag,
+                             {**DEFAULTS, "ci_provider": "both", "deploy_targets": TARGETS, "flavour": flavour})
+            listed |= set(tree(project))
+        missing = [p for p in sorted(paths) if p not in listed and not any(f.startswith(p.rstrip("/") + "/") for f in listed)]
+        assert missing == [], f"{release.tag} at {release.commit} has none of {missing}, which its section names"
+
+
 def test_tag_releases_recreates_the_tags_of_a_fresh_clone(tagless: TemplateRepo, workdir: Path) -> None:
     clone = workdir / "clone"
     git(workdir, "clone", "--quiet", "--no-tags", f"file://{tagless.path}", str(clone))
