@@ -351,6 +351,7 @@ TEAM_ALERT_CASE = """\
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["python", "rust"])
 def test_from_a_commit_between_releases_every_moved_file_keeps_the_teams_lines(
         repo: TemplateRepo, workdir: Path, flavour: str) -> None:
@@ -500,6 +501,7 @@ def test_the_readme_installs_the_pinned_versions() -> None:
         assert pinned and f"{package}=={pinned[1]}" in install.split()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tags", [False, True], ids=["fresh-clone", "tags-recreated"])
 def test_the_quick_start_and_the_update_commands_work_as_written(
         repo: TemplateRepo, tagless: TemplateRepo, workdir: Path, tags: bool) -> None:
@@ -532,6 +534,7 @@ def test_the_quick_start_and_the_update_commands_work_as_written(
     assert "Project is up-to-date" in run(["bash", "-c", readme_command("copier check-update")], project).stdout
 
 
+@pytest.mark.slow
 def test_a_relative_source_is_fixed_by_editing_src_path(tagless: TemplateRepo, workdir: Path) -> None:
     """What the old README's `copier copy --trust --defaults . ../order-router` left behind."""
     project = workdir / "order-router"
