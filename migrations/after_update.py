@@ -142,8 +142,8 @@ def carry_over(old: str, new: str, ours: bytes, base: bytes | None, tmp: Path) -
 def keep(path: str) -> str:
     git("checkout", "HEAD", "--", path)
     Path(f"{path}.rej").unlink(missing_ok=True)
-    return (f"kept {path}: the new release no longer has this file and you changed it; move what you "
-            f"need into the new release's files, then delete it (git rm {path})")
+    return (f"kept {path}: the update removes it (the new release, or your new answers, have no such "
+            f"file) but you changed it; move what you need elsewhere, then delete it: git rm {path}")
 
 
 def owned(path: str, folders: list[str]) -> bool:

@@ -475,7 +475,7 @@ def test_a_changed_file_the_release_drops_is_kept_and_named(repo: TemplateRepo, 
     commit_all(project, "the team's license, the template's new place")
     output = update_cli(project, "--vcs-ref", "HEAD")
     assert (project / "LICENSE").read_text().endswith("Amended by the team.\n")
-    assert "plumbline update: kept LICENSE: the new release no longer has this file" in output
+    assert "plumbline update: kept LICENSE: the update removes it" in output and "git rm LICENSE" in output
 
 
 # ---------------------------------------------------------------- README and CI, as written
