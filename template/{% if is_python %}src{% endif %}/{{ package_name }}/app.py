@@ -1,8 +1,9 @@
 """The service: `build()` opens every resource and binds, `run_until_stopped()` serves.
 
-Start order: configuration (already validated), log files, PID file, directories, HTTP
-bind, then ready. Each resource's lifecycle is one context manager, entered on one exit
-stack, so that whatever fails half-way is closed in reverse order.
+Start order: configuration (already validated), log files, PID file, directories, the HTTP
+client session, the service part's `build`, HTTP bind, then ready and the service's jobs.
+Each resource's lifecycle is one context manager, entered on one exit stack, so that
+whatever fails half-way is closed in reverse order.
 """
 
 from __future__ import annotations
@@ -12,31 +13,27 @@ import contextlib
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import about, heartbeat, pidfile, sd_notify, shutdown
-from .config import Settings
+import aiohttp
+
+from . import about, heartbeat, http, pidfile, sd_notify, shutdown
+from .config import Loaded, Settings
+from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .health import Health, Phase
+from .http import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
-from .metrics import ROUTES, Metrics
-from .server import Server
-from .service.jobs import MAX_ATTEMPT_SECS, LastGoodStore, SpanFactory, Upstream, Worker, no_span
+from .metrics import Metrics
 
 log = get_logger(__name__)
 
 EXIT_OK, EXIT_RUNTIME = 0, 2
 
-
-class BindError(Exception):
-    """The HTTP address cannot be bound."""
-
-    def __init__(self, addr: str, reason: str) -> None:
-        super().__init__(f"cannot bind {addr}: {reason}")
-        self.addr = addr
-        self.reason = reason
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "App", "BindError", "build", "run", "serve"]
 
 
 @dataclass
@@ -48,17 +45,20 @@ class App:
     port: int
     metrics: Metrics
     health: Health
-    worker: Worker
+    context: Context[Any]
+    jobs: Sequence[Job]
     sink: LogSink
-    server: Server
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def run_until_stopped(self) -> int:
-        """Serve until SIGTERM or SIGINT, then drain within `shutdown.timeout_secs`; the exit code."""
-        with shutdown.signals(on_hangup=self._reopen_logs) as signals:
+        """Serve until SIGTERM or SIGINT, then drain within `shutdown.timeout_secs`; the exit code.
+
+        The service's jobs start once ready; at shutdown `stop` is set and they are awaited.
+        """
+        with shutdown.signals(on_hangup=self._reopen_logs, stop=self.context.stop) as signals:
             beats = asyncio.create_task(
                 heartbeat.beat_forever(
                     Path(self.settings.paths.heartbeat_file),
@@ -66,25 +66,21 @@ class App:
                     self._on_beat,
                 )
             )
-            runs = asyncio.create_task(self.worker.run_periodically(signals.stop))
             stopped = asyncio.create_task(signals.stop.wait())
+            running: set[asyncio.Task[None]] = set()
             try:
                 self.health.set_phase(Phase.READY)
                 log.info("ready")
                 sd_notify.notify("READY=1")
-                await asyncio.wait({stopped, beats, runs}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (beats, runs):
-                    if task.done():
-                        # A background loop ended on its own: that is a crash, reported by the caller.
-                        task.result()
+                running = {asyncio.create_task(job(), name=_name(job)) for job in self.jobs}
+                await self._until_stopped(stopped, beats, running)
                 log.info("shutting down", signal=signals.name)
                 self.health.set_phase(Phase.DRAINING)
                 sd_notify.notify("STOPPING=1")
                 try:
                     async with asyncio.timeout(self.settings.shutdown.timeout_secs):
-                        await runs
-                        await self.worker.drain()
-                        await self.server.close()
+                        for job in running:
+                            await job
                 except TimeoutError:
                     log.error(
                         "CRITICAL shutdown overran its timeout",
@@ -93,10 +89,25 @@ class App:
                     return EXIT_RUNTIME
                 return EXIT_OK
             finally:
-                background: list[asyncio.Task[Any]] = [beats, runs, stopped]
+                background: list[asyncio.Task[Any]] = [beats, stopped, *running]
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
+
+    @staticmethod
+    async def _until_stopped(
+        stopped: asyncio.Task[Any], beats: asyncio.Task[None], running: set[asyncio.Task[None]]
+    ) -> None:
+        """Wait for the stop signal; a job that raises, or the heartbeat ending, is a crash (raised)."""
+        pending: set[asyncio.Task[Any]] = {stopped, beats, *running}
+        while not stopped.done():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopped:
+                    # A job may end before shutdown; one that raises takes the service down.
+                    task.result()
+                if task is beats:
+                    raise RuntimeError("the heartbeat loop ended")
 
     def _on_beat(self, now: float) -> None:
         self.health.beat()
@@ -108,6 +119,10 @@ class App:
         log.info("log file reopened", path=self.sink.path)
 
 
+def _name(job: Job) -> str:
+    return getattr(job, "__qualname__", None) or repr(job)
+
+
 def _make_dir(path: Path, mode: int | None = None) -> None:
     if path.is_dir():
         return
@@ -117,57 +132,71 @@ def _make_dir(path: Path, mode: int | None = None) -> None:
         path.chmod(mode)
 
 
-@contextlib.asynccontextmanager
-async def _serving(server: Server, host: str, port: int) -> AsyncIterator[int]:
-    """The HTTP server, bound on entry (port 0 picks a free port), closed on exit; the bound port."""
-    try:
-        bound = await server.start(host, port)
-    except OSError as error:
-        raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
-    try:
-        yield bound
-    finally:
-        await server.close()
+def worker_threads(configured: int) -> int:
+    """`runtime.worker_threads`, 0 meaning the cores this process may run on."""
+    if configured:
+        return configured
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
-def _http_server(metrics: Metrics, health: Health) -> Server:
-    live, ready, metrics_route = ROUTES
-    routes = {live: health.handle_live, ready: health.handle_ready, metrics_route: metrics.handle}
-    return Server(routes, metrics.count_request)
+def _service_part() -> ServicePart:
+    from . import service  # noqa: PLC0415 (the team's package, imported once the platform is up)
+
+    return service
 
 
 @contextlib.asynccontextmanager
-async def build(settings: Settings, sink: LogSink, span: SpanFactory = no_span) -> AsyncIterator[App]:
-    """Take the PID file, create the directories, bind; the App is then ready to run."""
+async def build(
+    loaded: Loaded, sink: LogSink, span: SpanFactory = no_span, part: ServicePart | None = None
+) -> AsyncIterator[App]:
+    """Take the PID file, create the directories, build the service part, bind; then ready to run."""
+    settings = loaded.settings
     paths = settings.paths
+    part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
         _make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
         _make_dir(Path(paths.tmp_dir))
+        threads = worker_threads(settings.runtime.worker_threads)
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix=about.PACKAGE)
+        )
         metrics = Metrics(about.__version__, about.build_commit())
         health = Health(metrics, settings.heartbeat.interval_secs)
-        upstream = None
-        if settings.work.upstream_url:
-            upstream = Upstream(
-                settings.work.upstream_url,
-                settings.work.upstream_token.get_secret_value(),
-                min(settings.work.interval_secs, MAX_ATTEMPT_SECS),
-            )
-        worker = Worker(settings.work, upstream, LastGoodStore(Path(paths.data_dir)), metrics, health, span)
-        server = _http_server(metrics, health)
-        port = await stack.enter_async_context(_serving(server, settings.http.host, settings.http.port))
-        app = App(settings, settings.http.host, port, metrics, health, worker, sink, server)
+        client = await stack.enter_async_context(aiohttp.ClientSession())
+        context = Context(
+            loaded.service,
+            metrics,
+            health,
+            client,
+            Path(paths.data_dir),
+            Path(paths.tmp_dir),
+            asyncio.Event(),
+            span,
+        )
+        service = part.build(context)
+        web_app = http.application(metrics, health, service.routes)
+        port = await stack.enter_async_context(http.serving(web_app, settings.http.host, settings.http.port))
+        app = App(settings, settings.http.host, port, metrics, health, context, service.jobs, sink)
         log.info("listening", addr=app.address)
         yield app
 
 
-async def serve(settings: Settings, span: SpanFactory = no_span, stream: IO[str] | None = None) -> int:
+async def serve(
+    loaded: Loaded,
+    span: SpanFactory = no_span,
+    stream: IO[str] | None = None,
+    part: ServicePart | None = None,
+) -> int:
     """Open the logs, build, run until stopped; every failure becomes a logged exit code."""
+    settings = loaded.settings
     paths = settings.paths
     with logs(parse_filter(settings.log.filter), Path(paths.log_file), stream) as sink:
         log.info("starting", version=about.__version__, pid=os.getpid())
         try:
-            async with build(settings, sink, span) as app:
+            async with build(loaded, sink, span, part) as app:
                 code = await app.run_until_stopped()
         except pidfile.PidFileHeld as held:
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
@@ -183,10 +212,10 @@ async def serve(settings: Settings, span: SpanFactory = no_span, stream: IO[str]
         return code
 
 
-def run(settings: Settings, span: SpanFactory = no_span) -> int:
+def run(loaded: Loaded, span: SpanFactory = no_span) -> int:
     """Run the service in the foreground; the process's exit code."""
     try:
-        return asyncio.run(serve(settings, span))
+        return asyncio.run(serve(loaded, span))
     except KeyboardInterrupt:
         # SIGINT before the handlers are installed: the start was cut short.
         print("interrupted while starting", file=sys.stderr)

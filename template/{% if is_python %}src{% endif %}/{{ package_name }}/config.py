@@ -4,6 +4,11 @@
 2. the secrets file, `${PREFIX}/key/env.toml`: optional, mode 0600;
 3. environment variables `<SVC>_<SECTION>__<KEY>`, e.g. `ORDER_ROUTER_HTTP__PORT=9000`.
 
+The platform's sections are stated here; the service part's sections are the fields of its
+`Settings` model (`service/settings.py`), each a `Section`, loaded through the same layers
+with the same error lines, variables, `check-config` lines and redaction: a `SecretStr`
+field is a secret, and the `user:password@` of any URL value is redacted.
+
 A later layer overrides an earlier one key by key. `RUST_LOG` sets `log.filter` and
 `APM_URL` sets `apm.url`, both as the env layer. Every error is collected, then reported
 one per line, naming the key, the layer and what is allowed:
@@ -22,6 +27,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,11 +40,12 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    create_model,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from . import about
-from .logging import FILTER_RULE, parse_filter
+from .logging import FILTER_RULE, parse_filter, redact_urls
 
 DEFAULT_CONFIG = Path("cfg/config.toml")
 DEFAULT_PREFIX = "/srv"
@@ -86,29 +93,37 @@ def _path(value: str) -> str:
 
 Host = Annotated[str, AfterValidator(_host)]
 FilterText = Annotated[str, AfterValidator(_filter)]
+# An http(s) URL, or empty for none.
 OptionalUrl = Annotated[str, AfterValidator(_optional_url)]
 PathText = Annotated[str, AfterValidator(_path)]
-_SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
+# The `description` of a field is the "allowed ..." part of its error lines.
+SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
+OPTIONAL_URL = "allowed an http(s) URL, or empty"
 _PATH = "allowed a non-empty path (${PREFIX} is expanded)"
-_OPTIONAL_URL = "allowed an http(s) URL, or empty"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A `[section]` of the configuration: unknown keys are errors, values are frozen.
+
+    Each field is a key, stated once: its default, its rule (pydantic constraints or an
+    `AfterValidator`) and, in `description`, what is allowed (`"allowed 1-1024"`).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Http(_Section):
+class Http(Section):
     host: Host = Field(default="127.0.0.1", description="allowed an IP address or host name")
     port: int = Field(
         default=about.DEFAULT_PORT, ge=0, le=65535, description="allowed 1-65535 (0 picks a free port)"
     )
 
 
-class Log(_Section):
+class Log(Section):
     filter: FilterText = Field(default="info", description=f"allowed {FILTER_RULE}")
 
 
-class Paths(_Section):
+class Paths(Section):
     log_file: PathText = Field(default=f"./log/{about.NAME}.log", description=_PATH)
     pid_file: PathText = Field(default=f"${{PREFIX}}/run/{about.NAME}.pid", description=_PATH)
     heartbeat_file: PathText = Field(default=f"./tmp/{about.NAME}.heartbeat", description=_PATH)
@@ -116,23 +131,26 @@ class Paths(_Section):
     tmp_dir: PathText = Field(default="./tmp", description=_PATH)
 
 
-class Heartbeat(_Section):
-    interval_secs: float = Field(default=10.0, gt=0, allow_inf_nan=False, description=_SECONDS)
+class Heartbeat(Section):
+    interval_secs: float = Field(default=10.0, gt=0, allow_inf_nan=False, description=SECONDS)
 
 
-class Shutdown(_Section):
-    timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=_SECONDS)
+class Shutdown(Section):
+    timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=SECONDS)
 
 
-class Apm(_Section):
-    url: OptionalUrl = Field(default="", description=_OPTIONAL_URL)
+class Runtime(Section):
+    worker_threads: int = Field(
+        default=0, ge=0, le=1024, description="allowed 0-1024 (0 = the available cores)"
+    )
 
 
-from .service.settings import Work  # noqa: E402  (the service's section)
+class Apm(Section):
+    url: OptionalUrl = Field(default="", description=OPTIONAL_URL)
 
 
 class Settings(BaseSettings):
-    """Every key of the service; the field order is the order `check-config` prints."""
+    """The platform's keys; `settings_model` adds the service part's sections to them."""
 
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix=about.ENV_PREFIX, env_nested_delimiter="__"
@@ -143,24 +161,64 @@ class Settings(BaseSettings):
     paths: Paths = Paths()
     heartbeat: Heartbeat = Heartbeat()
     shutdown: Shutdown = Shutdown()
-    work: Work = Work()
+    runtime: Runtime = Runtime()
     apm: Apm = Apm()
 
 
-SECRET_KEYS = frozenset({"work.upstream_token"})
+# The platform's sections printed after the service part's.
+_LAST_SECTIONS = ("apm",)
 
 
-def keys() -> list[str]:
-    """Every key, `section.name`, in the contract's order."""
-    return [
-        f"{section}.{name}"
-        for section in Settings.model_fields
-        for name in _section_model(section).model_fields
+def service_sections() -> type[BaseModel]:
+    """The service part's settings model: its fields are its sections."""
+    from .service import Settings as ServiceSettings  # noqa: PLC0415 (the service part imports config)
+
+    return ServiceSettings
+
+
+@cache
+def settings_model(sections: type[BaseModel]) -> type[Settings]:
+    """The platform's `Settings` with the service part's sections added, each a `Section`."""
+    fields: dict[str, Any] = {}
+    for name, info in sections.model_fields.items():
+        if name in Settings.model_fields:
+            raise TypeError(f"the service's section [{name}] is a platform section; rename it")
+        if not (isinstance(info.annotation, type) and issubclass(info.annotation, Section)):
+            raise TypeError(f"the service's section [{name}] must be a config.Section model")
+        fields[name] = (info.annotation, info)
+    return create_model("Settings", __base__=Settings, **fields)
+
+
+def _sections(model: type[Settings]) -> list[str]:
+    """The sections in the contract's order: the platform's, the service part's, then `apm`."""
+    names = list(model.model_fields)
+    return [name for name in names if name not in _LAST_SECTIONS] + [
+        name for name in names if name in _LAST_SECTIONS
     ]
 
 
-def _section_model(section: str) -> type[BaseModel]:
-    annotation = Settings.model_fields[section].annotation
+def keys(sections: type[BaseModel] | None = None) -> list[str]:
+    """Every key, `section.name`, in the contract's order."""
+    model = settings_model(sections or service_sections())
+    return [
+        f"{section}.{name}"
+        for section in _sections(model)
+        for name in _section_model(model, section).model_fields
+    ]
+
+
+def secret_keys(model: type[Settings]) -> frozenset[str]:
+    """The keys whose values are secrets: the fields typed `SecretStr`."""
+    return frozenset(
+        f"{section}.{name}"
+        for section in model.model_fields
+        for name, info in _section_model(model, section).model_fields.items()
+        if info.annotation is SecretStr
+    )
+
+
+def _section_model(model: type[Settings], section: str) -> type[BaseModel]:
+    annotation = model.model_fields[section].annotation
     assert isinstance(annotation, type)
     assert issubclass(annotation, BaseModel)
     return annotation
@@ -174,9 +232,9 @@ class _SectionVariables(EnvSettingsSource):
     need not change the process's environment.
     """
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, model: type[Settings], environ: Mapping[str, str]) -> None:
         self._environ = environ
-        super().__init__(Settings, case_sensitive=False)
+        super().__init__(model, case_sensitive=False)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         prefix = about.ENV_PREFIX.lower()
@@ -189,18 +247,22 @@ class _SectionVariables(EnvSettingsSource):
 
 @dataclass
 class Loaded:
-    """The validated settings and, for each key, the layer its value came from."""
+    """The validated settings and, for each key (in the contract's order), the layer of its value.
+
+    `settings` holds every section; `service` the service part's own `Settings` model.
+    """
 
     settings: Settings
+    service: BaseModel
     layers: dict[str, str] = field(default_factory=dict)
 
     def check_config_lines(self) -> list[str]:
         """`<key> = <TOML literal> (<layer>)` per key, secrets redacted, then `configuration OK`."""
         lines = []
-        for key in keys():
+        for key, layer in self.layers.items():
             section, name = key.split(".")
             value = getattr(getattr(self.settings, section), name)
-            lines.append(f"{key} = {toml_literal(value)} ({self.layers.get(key, 'default')})")
+            lines.append(f"{key} = {toml_literal(value)} ({layer})")
         return [*lines, "configuration OK"]
 
 
@@ -233,12 +295,21 @@ class _Layers:
         return layer
 
 
-def load(path: Path = DEFAULT_CONFIG, environ: Mapping[str, str] | None = None) -> Loaded:
-    """Read the three layers, merge them key by key, validate; ConfigError lists every problem."""
+def load(
+    path: Path = DEFAULT_CONFIG,
+    environ: Mapping[str, str] | None = None,
+    sections: type[BaseModel] | None = None,
+) -> Loaded:
+    """Read the three layers, merge them key by key, validate; ConfigError lists every problem.
+
+    `sections` is the service part's settings model (default: the one of `service/`).
+    """
+    sections = sections or service_sections()
+    model = settings_model(sections)
     env = dict(os.environ if environ is None else environ)
     prefix = env.get("PREFIX") or DEFAULT_PREFIX
     merged = _Layers()
-    base = _read_toml(path, merged.errors)
+    base = _read_toml(model, path, merged.errors)
     if base is not None:
         merged.merge(base, "base")
     secrets_path = Path(prefix) / "key" / "env.toml"
@@ -250,16 +321,16 @@ def load(path: Path = DEFAULT_CONFIG, environ: Mapping[str, str] | None = None) 
                 f"accessible by group or others (chmod 600 {secrets_path})"
             )
         else:
-            secrets = _read_toml(secrets_path, merged.errors)
+            secrets = _read_toml(model, secrets_path, merged.errors)
             if secrets is not None:
                 merged.merge(secrets, "secrets")
-    merged.merge(_environment(env, merged), "env")
-    merged.errors.extend(_unknown_sections(env))
+    merged.merge(_environment(model, env, merged), "env")
+    merged.errors.extend(_unknown_sections(model, env))
 
     try:
-        settings = Settings.model_validate(merged.values)
+        settings = model.model_validate(merged.values)
     except ValidationError as error:
-        merged.errors.extend(_describe(problem, merged) for problem in error.errors())
+        merged.errors.extend(_describe(model, problem, merged) for problem in error.errors())
         raise ConfigError(merged.errors) from None
     if merged.errors:
         raise ConfigError(merged.errors)
@@ -267,25 +338,26 @@ def load(path: Path = DEFAULT_CONFIG, environ: Mapping[str, str] | None = None) 
         name: value.replace("${PREFIX}", prefix) for name, value in settings.paths.model_dump().items()
     }
     settings = settings.model_copy(update={"paths": Paths(**expanded)})
-    return Loaded(settings, {key: merged.layers.get(key, "default") for key in keys()})
+    service = sections.model_validate({name: getattr(settings, name) for name in sections.model_fields})
+    return Loaded(settings, service, {key: merged.layers.get(key, "default") for key in keys(sections)})
 
 
-def _read_toml(path: Path, errors: list[str]) -> dict[str, Any] | None:
+def _read_toml(model: type[Settings], path: Path, errors: list[str]) -> dict[str, Any] | None:
     try:
         path.read_bytes()
     except OSError as error:
         errors.append(f"config error: cannot read {path}: {error.strerror or error}")
         return None
     try:
-        return TomlConfigSettingsSource(Settings, toml_file=path)()
+        return TomlConfigSettingsSource(model, toml_file=path)()
     except tomllib.TOMLDecodeError as error:
         errors.append(f"config error: {path}: {error}")
         return None
 
 
-def _environment(env: Mapping[str, str], merged: _Layers) -> dict[str, Any]:
+def _environment(model: type[Settings], env: Mapping[str, str], merged: _Layers) -> dict[str, Any]:
     """The env layer: `<SVC>_SECTION__KEY` variables, then RUST_LOG and APM_URL."""
-    data = _SectionVariables(env)()
+    data = _SectionVariables(model, env)()
     for name in env:
         section, _, key = name[len(about.ENV_PREFIX) :].lower().partition("__")
         if name.upper().startswith(about.ENV_PREFIX) and key:
@@ -299,41 +371,42 @@ def _environment(env: Mapping[str, str], merged: _Layers) -> dict[str, Any]:
     return data
 
 
-def _unknown_sections(env: Mapping[str, str]) -> list[str]:
+def _unknown_sections(model: type[Settings], env: Mapping[str, str]) -> list[str]:
     """Variables shaped `<SVC>_SECTION__KEY` whose section does not exist (the env source skips them)."""
     errors = []
     for name in sorted(env):
         section, _, key = name[len(about.ENV_PREFIX) :].lower().partition("__")
-        if name.upper().startswith(about.ENV_PREFIX) and key and section not in Settings.model_fields:
+        if name.upper().startswith(about.ENV_PREFIX) and key and section not in model.model_fields:
             errors.append(
                 f"config error: {section}.{key} (env {name}): unknown key; "
-                f"allowed tables: {', '.join(Settings.model_fields)}"
+                f"allowed tables: {', '.join(_sections(model))}"
             )
     return errors
 
 
-def _describe(problem: Mapping[str, Any], merged: _Layers) -> str:
+def _describe(model: type[Settings], problem: Mapping[str, Any], merged: _Layers) -> str:
     """One pydantic error as `config error: <key> (<layer>): <what is wrong>; <what is allowed>`."""
     loc = [str(part) for part in problem["loc"]]
     key = ".".join(loc)
     kind = problem["type"]
-    value = "[redacted]" if key in SECRET_KEYS else toml_literal(problem.get("input"))
+    value = "[redacted]" if key in secret_keys(model) else toml_literal(problem.get("input"))
     where = f"config error: {key} ({merged.where(key)})"
     if kind == "extra_forbidden" and len(loc) == 1:
-        return f"{where}: unknown key; allowed tables: {', '.join(Settings.model_fields)}"
-    section_keys = ", ".join(_section_model(loc[0]).model_fields)
+        return f"{where}: unknown key; allowed tables: {', '.join(_sections(model))}"
+    section_keys = ", ".join(_section_model(model, loc[0]).model_fields)
     if kind == "extra_forbidden":
         return f"{where}: unknown key; allowed keys of [{loc[0]}]: {section_keys}"
     if len(loc) == 1:
         return f"{where}: {value} is not a table; allowed keys of [{key}]: {section_keys}"
-    info = _section_model(loc[0]).model_fields.get(loc[1])
+    info = _section_model(model, loc[0]).model_fields.get(loc[1])
     allowed = info.description if info is not None and info.description else "see cfg/config.toml"
     if kind == "value_error":
         wrong = str(problem.get("ctx", {}).get("error", problem["msg"]))
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"):
         # A number from the env layer is still the variable's text: shown as written.
         shown = problem.get("input")
-        wrong = f"{shown if isinstance(shown, str) else value} is out of range"
+        secret = key in secret_keys(model)
+        wrong = f"{redact_urls(shown) if isinstance(shown, str) and not secret else value} is out of range"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
         wrong = f"{value} is not a whole number"
     elif kind in ("float_parsing", "float_type"):
@@ -360,7 +433,7 @@ def toml_literal(value: object) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(redact_urls(value), ensure_ascii=False)
     if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{name} = {toml_literal(item)}" for name, item in value.items()) + " }"
     if isinstance(value, (list, tuple)):

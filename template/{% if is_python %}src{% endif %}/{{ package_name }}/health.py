@@ -7,7 +7,6 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from .metrics import Metrics
-from .server import Response
 
 # Live while the heartbeat is younger than this many intervals.
 STALE_AFTER_INTERVALS = 3
@@ -45,6 +44,12 @@ class Health:
         self.unusable = unusable
         self._publish()
 
+    def set_degraded(self, degraded: bool, unusable: bool = False) -> None:
+        """Degraded: serving last good values after an error (the `degraded` gauge); unusable:
+        nothing useful to serve at all, so not ready either."""
+        self._metrics.degraded.set(1 if degraded else 0)
+        self.set_unusable(unusable)
+
     def live(self) -> tuple[int, str]:
         fresh = self._last_beat is not None and (
             self._clock() - self._last_beat < STALE_AFTER_INTERVALS * self._interval
@@ -60,13 +65,3 @@ class Health:
 
     def _publish(self) -> None:
         self._metrics.ready.set(1 if self.ready()[0] == 200 else 0)
-
-    def handle_live(self) -> Response:
-        """`/.well-known/live`: 200 `ok`, or 503 `heartbeat stale`."""
-        status, body = self.live()
-        return Response(status, body.encode())
-
-    def handle_ready(self) -> Response:
-        """`/.well-known/ready`: 200 `ok`, or 503 with the reason."""
-        status, body = self.ready()
-        return Response(status, body.encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging as std_logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ _LEVEL_NAMES = {
 # Month names are spelled out here, not taken from strftime("%b"), which follows the locale.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+# `scheme://user:password@` in a value: the credentials never reach a log line or an error.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ def parse_filter(text: str) -> LogFilter:
     return LogFilter(default, tuple(modules))
 
 
+def redact_urls(text: str) -> str:
+    """The text with the `user:password@` of every URL in it replaced by `[redacted]@`."""
+    return _URL_CREDENTIALS.sub(r"\1[redacted]@", text) if "@" in text else text
+
+
 def format_value(value: object) -> str:
     """A `key=value` value: quoted when empty or holding a space, `=`, `"` or a control character."""
     if isinstance(value, bool):
@@ -85,7 +93,7 @@ def format_value(value: object) -> str:
         # As Rust prints an f64: 30.0 -> "30", 0.5 -> "0.5".
         text = str(int(value)) if value.is_integer() else repr(value)
     else:
-        text = str(value)
+        text = redact_urls(str(value))
     if text and not any(ch in ' ="' or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         return text
     escaped = "".join(_ESCAPES.get(ch) or (f"\\u{{{ord(ch):x}}}" if ord(ch) < 0x20 else ch) for ch in text)

@@ -1,13 +1,16 @@
 """Prometheus metrics: one registry per service instance, prefixed with the service's name.
 
-Label values come only from fixed sets: a route outside the known ones is `unknown`, a
-method outside the usual ones is `other`, so the number of series stays bounded whatever
-clients send.
+Label values come only from fixed sets: a request's route is the template of a registered
+route (`/v1/orders/{id}`, never the path itself) or `unknown`, a method outside the usual ones
+is `other`, and the service part's own metrics (`counter`, `gauge`) declare every value of
+every label up front, so the number of series stays bounded whatever clients send.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,11 +25,12 @@ from prometheus_client.registry import Collector
 
 from . import about
 from .errors import Kind
-from .server import Response
 
 # The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTES = ("/.well-known/live", "/.well-known/ready", "/metrics")
+UNKNOWN_ROUTE = "unknown"
+OTHER = "other"
 PROCESS_METRICS = frozenset(
     {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"}
 )
@@ -72,7 +76,7 @@ class Metrics:
         )
         self.errors = Counter(
             f"{p}errors_total",
-            "Runs of the work that ended in an error, by kind.",
+            "Runs of jobs and requests that ended in an error, by kind.",
             ["kind"],
             registry=self.registry,
         )
@@ -89,24 +93,68 @@ class Metrics:
         )
         self.degraded = Gauge(
             f"{p}degraded",
-            "1 while the work serves its last good value after an error, else 0.",
+            "1 while the service serves its last good values after an error, else 0.",
             registry=self.registry,
         )
-        self.work_latency = Gauge(
-            f"{p}work_latency_ewma_seconds",
-            "Latency of successful upstream calls, smoothed (EWMA, alpha 0.3).",
-            registry=self.registry,
+        self._requests: dict[tuple[str, str, int], Any] = {}
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        """Count one answer under its route template (or `unknown`); an unusual method is `other`."""
+        key = (route, method, status)
+        child = self._requests.get(key)
+        if child is None:
+            label = method if method in METHODS else OTHER
+            child = self._requests[key] = self.http_requests.labels(route, label, str(status))
+        child.inc()
+
+    def counter(self, name: str, help_text: str, labels: Mapping[str, Sequence[str]] | None = None) -> Series:
+        """A counter of the service part, `<prefix><name>`; `labels` lists every allowed value."""
+        return Series(
+            Counter(f"{about.METRIC_PREFIX}{name}", help_text, list(labels or {}), registry=self.registry),
+            labels,
         )
 
-    def count_request(self, path: str, method: str, status: int) -> None:
-        """Count one answer; a path or method outside the fixed sets is `unknown` or `other`."""
-        route = path if path in ROUTES else "unknown"
-        method = method if method in METHODS else "other"
-        self.http_requests.labels(route, method, str(status)).inc()
+    def gauge(self, name: str, help_text: str, labels: Mapping[str, Sequence[str]] | None = None) -> Series:
+        """A gauge of the service part, `<prefix><name>`; `labels` lists every allowed value."""
+        return Series(
+            Gauge(f"{about.METRIC_PREFIX}{name}", help_text, list(labels or {}), registry=self.registry),
+            labels,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def handle(self) -> Response:
-        """`/metrics`: the Prometheus text format."""
-        return Response(200, self.exposition(), CONTENT_TYPE)
+
+class Series:
+    """A metric of the service part with bounded labels: a value outside the declared ones is `other`.
+
+    `inc(amount, **labels)` counts, `set(value, **labels)` sets a gauge; every declared
+    combination is exposed from the start (at 0).
+    """
+
+    def __init__(self, metric: Counter | Gauge, labels: Mapping[str, Sequence[str]] | None) -> None:
+        self._metric = metric
+        self._allowed = {name: frozenset(values) for name, values in (labels or {}).items()}
+        if self._allowed:
+            for combination in itertools.product(*(list(values) for values in (labels or {}).values())):
+                metric.labels(*combination)
+
+    def _child(self, labels: Mapping[str, str]) -> Any:
+        if not self._allowed:
+            if labels:
+                raise ValueError(f"this metric has no labels, got {sorted(labels)}")
+            return self._metric
+        if set(labels) != set(self._allowed):
+            raise ValueError(f"labels {sorted(labels)} differ from the declared {sorted(self._allowed)}")
+        return self._metric.labels(
+            **{name: value if value in self._allowed[name] else OTHER for name, value in labels.items()}
+        )
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self._child(labels).inc(amount)
+
+    def set(self, value: float, **labels: str) -> None:
+        child = self._child(labels)
+        if not isinstance(self._metric, Gauge):
+            raise TypeError("set() is for gauges; a counter only goes up with inc()")
+        child.set(value)

@@ -17,8 +17,8 @@ EXIT_AT_ONCE = 2
 class Signals:
     """The stop request: `stop` is set by the first SIGTERM or SIGINT, `name` says which."""
 
-    def __init__(self, on_hangup: Callable[[], None]) -> None:
-        self.stop = asyncio.Event()
+    def __init__(self, on_hangup: Callable[[], None], stop: asyncio.Event | None = None) -> None:
+        self.stop = stop if stop is not None else asyncio.Event()
         self.name: str | None = None
         self._on_hangup = on_hangup
 
@@ -36,10 +36,13 @@ class Signals:
 
 
 @contextlib.contextmanager
-def signals(on_hangup: Callable[[], None]) -> Iterator[Signals]:
-    """Install the handlers on the running loop for the block; restore the defaults after."""
+def signals(on_hangup: Callable[[], None], stop: asyncio.Event | None = None) -> Iterator[Signals]:
+    """Install the handlers on the running loop for the block; restore the defaults after.
+
+    The first SIGTERM or SIGINT sets `stop` (a new event unless given).
+    """
     loop = asyncio.get_running_loop()
-    handled = Signals(on_hangup)
+    handled = Signals(on_hangup, stop)
     numbers = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     for signum in numbers:
         loop.add_signal_handler(signum, handled.received, signum)
