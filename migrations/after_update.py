@@ -100,17 +100,55 @@ def render(ref: str, answers: dict[str, Any], paths: Iterable[str], tmp: Path) -
 
 
 def merge(ours: bytes, base: bytes, theirs: bytes, tmp: Path) -> tuple[bytes, int]:
-    """Three-way merge with git merge-file: the merged text and the number of conflicts."""
+    """Three-way merge with git merge-file: the merged text and the number of conflicts left.
+
+    Where both sides only added lines at the same place (the base has none there, as when the
+    team and the release both appended to the end of a file), both additions are kept, the
+    release's first: nothing to choose, so no conflict. Every other conflict keeps its markers.
+    """
     files = []
     for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
         path = tmp / name
         path.write_bytes(data)
         files.append(str(path))
-    merged = git("merge-file", "-p", "-L", LABELS[0], "-L", LABELS[1], "-L", LABELS[2], *files, check=False)
+    merged = git("merge-file", "-p", "--diff3", "-L", LABELS[0], "-L", LABELS[1], "-L", LABELS[2], *files,
+                 check=False)
     # Exit status: 0 clean, N > 0 the number of conflicts, < 0 (here > 127) an error.
     if not 0 <= merged.returncode < 128:
         raise SystemExit(f"{PREFIX} git merge-file failed: {merged.stderr.decode().strip()}")
-    return merged.stdout, merged.returncode
+    # With no base at all, the whole file is an addition on both sides: that is a real conflict.
+    return resolve_additions(merged.stdout, keep_additions=bool(base.strip()))
+
+
+def resolve_additions(text: bytes, keep_additions: bool = True) -> tuple[bytes, int]:
+    """Keep both sides of an add/add conflict; turn the others into Copier's two-part markers."""
+    start, middle, stop = (f"{mark} {label}".encode() for mark, label in (("<<<<<<<", LABELS[0]),
+                                                                           ("|||||||", LABELS[1]),
+                                                                           (">>>>>>>", LABELS[2])))
+    out: list[bytes] = []
+    conflicts = 0
+    lines = iter(text.splitlines(keepends=True))
+    for line in lines:
+        if line.rstrip(b"\r\n") != start:
+            out.append(line)
+            continue
+        ours, base, theirs, part = [], [], [], "ours"
+        for inner in lines:
+            bare = inner.rstrip(b"\r\n")
+            if part == "ours" and bare == middle:
+                part = "base"
+            elif part in ("ours", "base") and bare == b"=======":
+                part = "theirs"
+            elif part == "theirs" and bare == stop:
+                break
+            else:
+                {"ours": ours, "base": base, "theirs": theirs}[part].append(inner)
+        if keep_additions and not b"".join(base).strip():
+            out += theirs + ours
+        else:
+            conflicts += 1
+            out += [line, *ours, b"=======\n", *theirs, stop + b"\n"]
+    return b"".join(out), conflicts
 
 
 def mark_conflicted(path: str, base: bytes, ours: bytes, theirs: bytes) -> None:

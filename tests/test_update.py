@@ -436,7 +436,7 @@ def test_a_conflicting_edit_is_shown_never_dropped(repo: TemplateRepo, workdir: 
     assert "UU cfg/config.toml" in git(project, "status", "--porcelain")
 
 
-SERVICE_API = "template/{% if is_python %}src{% endif %}/{{ package_name }}/service/api.py"
+SERVICE_API = "template/{% if is_python %}src{% endif %}/{{ package_name }}/service/api.py.jinja"
 PLATFORM_APP = "template/{% if is_python %}src{% endif %}/{{ package_name }}/app.py"
 
 
