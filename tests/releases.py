@@ -2,9 +2,9 @@
 
 Tags do not travel with a clone or a push, so the update tests never read the tags of the
 repository they run in. They clone it, commit the working tree on top as "HEAD under test"
-(uncommitted changes included, as while developing), and tag there each release at the
-commit its CHANGELOG section names, plus HEAD under test as the next minor release, so that
-the migrations written for that release run when a project is updated to HEAD.
+(uncommitted changes included, as while developing), and tag there each release with
+scripts/tag-releases, as a template user does, plus HEAD under test as the next minor
+release. `tagged_copy(..., tags=False)` leaves the copy without any tag, as a fresh clone.
 """
 
 from __future__ import annotations
