@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from copier import run_copy, run_update
 from packaging.version import Version
 
@@ -59,12 +58,6 @@ def next_version(releases: list[Release]) -> Version:
     """The release that HEAD becomes: the next minor version after the newest release."""
     newest = releases[-1].version
     return Version(f"{newest.major}.{newest.minor + 1}.0")
-
-
-def migration_versions(copier_yml: Path = TEMPLATE / "copier.yml") -> list[Version]:
-    """The version of each migration declared in copier.yml."""
-    config = yaml.safe_load(copier_yml.read_text())
-    return [Version(m["version"]) for m in config.get("_migrations", []) if "version" in m]
 
 
 @dataclass(frozen=True)
