@@ -351,17 +351,27 @@ TEAM_ALERT_CASE = """\
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("flavour", ["python", "rust"])
-def test_from_a_commit_between_releases_every_moved_file_keeps_the_teams_lines(
-        repo: TemplateRepo, workdir: Path, flavour: str) -> None:
-    """A project from a commit before v0.1.0: the rule tests and the work module both moved since.
+# A commit between v0.1.0 and v0.2.0 (the example work still in work.py / work.rs).
+BETWEEN_THE_RELEASES = "8f3f461"
 
-    The example's tests grew a lot since that commit, so the team's test may meet new lines of
-    the release at the same place: then it is between markers, never lost.
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("commit", "flavour"), [
+    (BEFORE_THE_ALERT_MOVE, "python"), (BEFORE_THE_ALERT_MOVE, "rust"), (BETWEEN_THE_RELEASES, "python"),
+])
+def test_from_a_commit_between_releases_every_moved_file_keeps_the_teams_lines(
+        repo: TemplateRepo, workdir: Path, commit: str, flavour: str) -> None:
+    """A project from a commit that is no release: whatever moved since keeps the team's lines.
+
+    The example's tests grew a lot since those commits, so the team's test may meet changed
+    lines of the release at the same place: then it is between markers, never lost.
     """
-    project = generated(repo, workdir / "project", BEFORE_THE_ALERT_MOVE, flavour=flavour)
-    (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
+    project = generated(repo, workdir / "project", commit, flavour=flavour)
+    alert_tests_moved = (project / OLD_ALERT_TESTS).exists()
+    if alert_tests_moved:
+        (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
+    else:
+        (project / NEW_ALERT_TESTS).write_text((project / NEW_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
     add_team_code(project, flavour)
     commit_all(project, "the team's rule test and code")
     update(project, repo.head.tag)
