@@ -542,6 +542,12 @@ def test_the_quick_start_and_the_update_commands_work_as_written(
         assert not (project / "src/order_router/work.py").exists()
     commit_all(project, "updated")
     assert "Project is up-to-date" in run(["bash", "-c", readme_command("copier check-update")], project).stdout
+    if not tags:  # docs/updating.md: from the template's folder, the project as an absolute path
+        edit(clone / "template" / "cfg" / "config.toml.jinja", "[work]", "# one more\n[work]")
+        git(clone, "commit", "--quiet", "--all", "-m", "one more")
+        again = run(["bash", "-c", 'copier update --trust --defaults "$(realpath ../order-router)"'], clone)
+        assert_quiet(again.stdout + again.stderr)
+        assert "# one more" in (project / "cfg" / "config.toml").read_text()
 
 
 @pytest.mark.slow
