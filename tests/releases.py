@@ -2,31 +2,46 @@
 
 Tags do not travel with a clone or a push, so the update tests never read the tags of the
 repository they run in. They clone it, commit the working tree on top as "HEAD under test"
-(uncommitted changes included, as while developing), and tag there each release at the
-commit its CHANGELOG section names, plus HEAD under test as the next minor release, so that
-the migrations written for that release run when a project is updated to HEAD.
+(uncommitted changes included, as while developing), and tag there each release with
+scripts/tag-releases, as a template user does, plus HEAD under test as the next minor
+release. `tagged_copy(..., tags=False)` leaves the copy without any tag, as a fresh clone.
 """
 
 from __future__ import annotations
 
-import re
+import importlib.machinery
+import importlib.util
 import shutil
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from copier import run_copy, run_update
 from packaging.version import Version
 
 from helpers import TEMPLATE, git
 
-RELEASE_HEADING = re.compile(
-    r"^## (?P<tag>v(?P<version>\d+\.\d+\.\d+)) \((?P<date>\d{4}-\d{2}-\d{2})\), commit (?P<sha>[0-9a-f]{7,40})$"
-)
-HEADING_FORM = "## vX.Y.Z (YYYY-MM-DD), commit <7 to 40 hex digits>"
+TAG_RELEASES = TEMPLATE / "scripts" / "tag-releases"
+
+
+def _tag_script() -> Any:
+    """scripts/tag-releases as a module: the tests read releases exactly as the script does."""
+    loader = importlib.machinery.SourceFileLoader("tag_releases", str(TAG_RELEASES))
+    spec = importlib.util.spec_from_loader("tag_releases", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+_SCRIPT = _tag_script()
+HEADING_FORM = _SCRIPT.HEADING_FORM
+
+
 @dataclass(frozen=True)
 class Release:
     tag: str
@@ -36,30 +51,13 @@ class Release:
 
 def parse_releases(changelog: str) -> list[Release]:
     """Every released section of a CHANGELOG, oldest first; a malformed release heading is an error."""
-    releases = []
-    for number, line in enumerate(changelog.splitlines(), 1):
-        if not line.startswith("## ") or line.strip() == "## Unreleased":
-            continue
-        match = RELEASE_HEADING.match(line.strip())
-        if match is None:
-            raise ValueError(f"CHANGELOG.md line {number}: {line.strip()!r} is not a release heading; "
-                             f"allowed: '## Unreleased' or '{HEADING_FORM}'")
-        releases.append(Release(match["tag"], Version(match["version"]), match["sha"]))
-    if len({r.version for r in releases}) != len(releases):
-        raise ValueError("CHANGELOG.md names a release twice")
-    return sorted(releases, key=lambda r: r.version)
+    return [Release(r.tag, Version(r.tag[1:]), r.commit) for r in _SCRIPT.parse_releases(changelog)]
 
 
 def next_version(releases: list[Release]) -> Version:
     """The release that HEAD becomes: the next minor version after the newest release."""
     newest = releases[-1].version
     return Version(f"{newest.major}.{newest.minor + 1}.0")
-
-
-def migration_versions(copier_yml: Path = TEMPLATE / "copier.yml") -> list[Version]:
-    """The version of each migration declared in copier.yml."""
-    config = yaml.safe_load(copier_yml.read_text())
-    return [Version(m["version"]) for m in config.get("_migrations", []) if "version" in m]
 
 
 @dataclass(frozen=True)
@@ -76,10 +74,20 @@ class TemplateRepo:
         return self.releases[-1]
 
 
-def tagged_copy(dst: Path, source: Path = TEMPLATE, changelog: str | None = None) -> TemplateRepo:
+def tag_releases(repo: Path) -> str:
+    """Run scripts/tag-releases in `repo`, as a template user does in a clone without tags."""
+    proc = subprocess.run([sys.executable, str(TAG_RELEASES), "-C", str(repo)], text=True,
+                          capture_output=True, check=False)
+    if proc.returncode:
+        raise AssertionError(f"scripts/tag-releases failed:\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def tagged_copy(dst: Path, source: Path = TEMPLATE, changelog: str | None = None, tags: bool = True) -> TemplateRepo:
     """Clone `source`, commit its working tree as HEAD under test, tag every release and HEAD.
 
-    The releases are read from `changelog`, by default the working tree's CHANGELOG.md.
+    The releases are read from `changelog`, by default the working tree's CHANGELOG.md. With
+    `tags=False` the copy stays as a fresh clone is, without any tag.
     """
     # A file:// clone transfers one pack instead of copying loose objects: Copier clones this
     # copy on every render, and removing hundreds of object folders each time is slow.
@@ -100,19 +108,19 @@ def tagged_copy(dst: Path, source: Path = TEMPLATE, changelog: str | None = None
     git(dst, "add", "--all")
     git(dst, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", "HEAD under test")
 
-    releases = parse_releases((source / "CHANGELOG.md").read_text() if changelog is None else changelog)
+    if changelog is not None:
+        (dst / "CHANGELOG.md").write_text(changelog)
+        git(dst, "commit", "--quiet", "--all", "--no-verify", "-m", "HEAD under test: its CHANGELOG")
+    releases = parse_releases((dst / "CHANGELOG.md").read_text())
     if not releases:
         raise AssertionError(f"CHANGELOG.md names no release: add a section '{HEADING_FORM}' "
                              "for the first release commit")
-    for release in releases:
-        known = subprocess.run(["git", "cat-file", "-e", f"{release.commit}^{{commit}}"], cwd=dst, check=False)
-        if known.returncode:
-            raise AssertionError(f"CHANGELOG.md: {release.tag} names commit {release.commit}, "
-                                 "which is not in the template's history")
-        git(dst, "tag", release.tag, release.commit)
+    if tags:
+        tag_releases(dst)
     version = next_version(releases)
     head = Release(f"v{version}", version, git(dst, "rev-parse", "HEAD").strip())
-    git(dst, "tag", head.tag, head.commit)
+    if tags:
+        git(dst, "tag", head.tag, head.commit)
     git(dst, "repack", "-a", "-d", "-q")
     git(dst, "prune-packed")
     return TemplateRepo(dst, releases, head)

@@ -1,13 +1,15 @@
 """`copier update` keeps generated services in line with the template, and keeps their own work.
 
 Every test runs on one scratch git copy of the template per run (tests/releases.py): each
-release tagged at the commit CHANGELOG.md names, and the working tree tagged as the next release.
+release tagged by scripts/tag-releases at the commit CHANGELOG.md names, and the working tree
+tagged as the next release; a second copy has no tag at all, as a fresh clone.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,9 +24,9 @@ from packaging.version import Version
 
 from helpers import DEFAULTS, GIT_IDENTITY, TEMPLATE, commit_all, git, require_tool, run
 from releases import (
+    TAG_RELEASES,
     Release,
     TemplateRepo,
-    migration_versions,
     next_version,
     parse_releases,
     render,
@@ -35,11 +37,27 @@ from releases import (
 
 OLD_ALERT_TESTS = "deploy/prometheus/alerts_test.yml"
 NEW_ALERT_TESTS = "deploy/prometheus/tests/alerts_test.yml"
-MIGRATION = TEMPLATE / "migrations" / "move_alert_tests.py"
-# Files the project owns once they exist (copier.yml `_skip_if_exists`), rendered per flavour.
+# A commit before v0.1.0 that projects were generated from: the rule tests at their old path.
+BEFORE_THE_ALERT_MOVE = "81afdcc"
+# The folders the project owns (copier.yml `_skip_if_exists`), per flavour.
 OWNED = {
-    "python": ["src/order_router/work.py", "tests/test_work.py"],
-    "rust": ["src/work.rs", "tests/work.rs"],
+    "python": ["src/order_router/service/", "tests/service/"],
+    "rust": ["src/service/", "tests/service/"],
+}
+# The old example work and where the split moved it, per flavour: (old, new) pairs.
+SPLIT = {
+    "python": [("src/order_router/work.py", "src/order_router/service/jobs.py"),
+               ("tests/test_work.py", "tests/service/test_jobs.py")],
+    "rust": [("src/work.rs", "src/service/jobs.rs"), ("tests/work.rs", "tests/service/main.rs")],
+}
+# What a team adds to each of them: a function and its test.
+TEAM_CODE = {
+    "src/order_router/work.py": (
+        '\n\ndef business_days(days: int) -> int:\n    """The team\'s own rule."""\n    return days - 2 * (days // 7)\n'
+    ),
+    "tests/test_work.py": "\n\ndef test_business_days() -> None:\n    assert 14 - 2 * (14 // 7) == 10\n",
+    "src/work.rs": "\n/// The team's own rule.\npub fn business_days(days: u32) -> u32 {\n    days - 2 * (days / 7)\n}\n",
+    "tests/work.rs": "\n#[test]\nfn business_days_skip_weekends() {\n    assert_eq!(14 - 2 * (14 / 7), 10);\n}\n",
 }
 TARGETS = ["systemd", "ansible", "kubernetes", "container"]
 MATRIX = [
@@ -83,6 +101,12 @@ def scratch_environment() -> Iterator[Path]:
 def repo(scratch_environment: Path) -> TemplateRepo:
     """The template with its releases tagged, and HEAD under test tagged as the next release."""
     return tagged_copy(scratch_environment / "plumbline")
+
+
+@pytest.fixture(scope="module")
+def tagless(scratch_environment: Path) -> TemplateRepo:
+    """The same template as a fresh clone has it: the same commits, no tag."""
+    return tagged_copy(scratch_environment / "plumbline-tagless", tags=False)
 
 
 @pytest.fixture
@@ -133,22 +157,76 @@ def test_the_changelog_names_each_release_commit_and_head_is_the_next_release(re
     assert described == repo.head.tag
 
 
-def test_every_migration_belongs_to_a_release_or_to_head(repo: TemplateRepo) -> None:
-    """A migration runs when a project crosses its version: one beyond HEAD would never run."""
-    known = {r.version for r in repo.releases} | {repo.head.version}
-    assert migration_versions(), "copier.yml declares no migration"
-    for version in migration_versions():
-        assert version in known, f"migration v{version} is neither a release in CHANGELOG.md nor HEAD ({repo.head.tag})"
+def release_sections(changelog: str) -> dict[str, str]:
+    """The text of each released section of a CHANGELOG, by tag."""
+    sections, tag = {}, None
+    for line in changelog.splitlines():
+        if line.startswith("## "):
+            tag = line.split()[1] if line.startswith("## v") else None
+            if tag:
+                sections[tag] = ""
+        elif tag:
+            sections[tag] += line + "\n"
+    return sections
 
 
-def test_the_owned_files_exist_in_their_flavour(repo: TemplateRepo, workdir: Path) -> None:
-    """Each `_skip_if_exists` pattern names a file the template renders: none is stale."""
+PATH_IN_TEXT = re.compile(r"`([A-Za-z0-9_.<>-]+(?:/[A-Za-z0-9_.<>-]*)+)`")
+
+
+def test_each_release_commit_renders_the_paths_its_section_names(repo: TemplateRepo, workdir: Path) -> None:
+    """A path a section names is in that release: in the template's tree or in a project it renders."""
+    sections = release_sections((TEMPLATE / "CHANGELOG.md").read_text())
+    for release in repo.releases:
+        paths = {m.replace("<package>", "order_router") for m in PATH_IN_TEXT.findall(sections[release.tag])}
+        assert paths, f"the {release.tag} section names no path to check"
+        listed = set(git(repo.path, "ls-tree", "-r", "--name-only", release.tag).splitlines())
+        for flavour in ("python", "rust"):
+            project = render(repo, workdir / f"{release.tag}-{flavour}", release.tag,
+                             {**DEFAULTS, "ci_provider": "both", "deploy_targets": TARGETS, "flavour": flavour})
+            listed |= set(tree(project))
+        missing = [p for p in sorted(paths) if p not in listed and not any(f.startswith(p.rstrip("/") + "/") for f in listed)]
+        assert missing == [], f"{release.tag} at {release.commit} has none of {missing}, which its section names"
+
+
+def test_tag_releases_recreates_the_tags_of_a_fresh_clone(tagless: TemplateRepo, workdir: Path) -> None:
+    clone = workdir / "clone"
+    git(workdir, "clone", "--quiet", "--no-tags", f"file://{tagless.path}", str(clone))
+    script = [sys.executable, str(TAG_RELEASES), "-C", str(clone)]
+    missing = run([*script, "--check"], workdir, check=False)
+    assert missing.returncode == 1 and "v0.1.0: missing" in missing.stderr
+    made = run(script, workdir)
+    for release in tagless.releases:
+        assert f"{release.tag}: tagged {release.commit}" in made.stdout
+        assert git(clone, "rev-parse", f"{release.tag}^{{commit}}").startswith(release.commit)
+    assert "already at" in run(script, workdir).stdout  # a second run changes nothing
+    # A tag at another commit than the CHANGELOG names is reported, never moved.
+    git(clone, "tag", "--force", tagless.releases[0].tag, tagless.releases[-1].commit)
+    wrong = run(script, workdir, check=False)
+    assert wrong.returncode == 1 and f"{tagless.releases[0].tag}: the tag points at" in wrong.stderr
+
+
+def test_the_migration_runs_after_every_update_and_knows_the_owned_folders() -> None:
+    """No `version`: it decides from the project's files. Its folders are `_skip_if_exists`."""
+    config = yaml.safe_load((TEMPLATE / "copier.yml").read_text())
+    (migration,) = config["_migrations"]
+    assert "version" not in migration and "after" in migration["when"]
+    owned = [arg.removeprefix("--owned=") for arg in migration["command"] if arg.startswith("--owned=")]
+    assert owned == config["_skip_if_exists"]
+    assert all(pattern.endswith("/") for pattern in owned), "owned entries are folders"
+
+
+def test_the_owned_folders_exist_in_their_flavour(repo: TemplateRepo, workdir: Path) -> None:
+    """Each `_skip_if_exists` folder holds files in a flavour: none is stale."""
     patterns = yaml.safe_load((TEMPLATE / "copier.yml").read_text())["_skip_if_exists"]
-    assert len(patterns) == sum(len(paths) for paths in OWNED.values())
-    for flavour, paths in OWNED.items():
+    seen = set()
+    for flavour, folders in OWNED.items():
         project = render(repo, workdir / flavour, repo.head.tag, {**DEFAULTS, "flavour": flavour})
-        for path in paths:
-            assert (project / path).is_file(), f"{path} is declared project-owned but the {flavour} flavour lacks it"
+        for folder in folders:
+            assert any((project / folder).iterdir()), f"{folder} is declared project-owned but {flavour} has none"
+            seen.add(folder.replace("order_router", "{{ package_name }}"))
+        for old, new in SPLIT[flavour]:
+            assert not (project / old).exists() and (project / new).is_file()
+    assert seen == set(patterns)
 
 
 # ---------------------------------------------------------------- every combination
@@ -175,36 +253,154 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def add_team_code(project: Path, flavour: str) -> None:
+    """The team's function in the old work module and its test in the old work tests."""
+    for old, _ in SPLIT[flavour]:
+        (project / old).write_text((project / old).read_text() + TEAM_CODE[old])
+
+
+def assert_team_code_carried(project: Path, flavour: str, conflicts_allowed: bool = False) -> None:
+    """The team's lines are in the new files: as they were, or (when allowed) inside conflict markers."""
+    for old, new in SPLIT[flavour]:
+        assert not (project / old).exists(), f"{old} is still there after the split"
+        moved = (project / new).read_text()
+        if conflicts_allowed and "<<<<<<< before updating" in moved:
+            ours = moved.split("<<<<<<< before updating", 1)[1].split("=======", 1)[0]
+            assert TEAM_CODE[old].strip() in ours, f"the team's lines of {old} are not in {new}"
+        else:
+            assert TEAM_CODE[old] in moved, f"the team's lines of {old} are not in {new}"
+            assert "<<<<<<<" not in moved
+
+
 @pytest.mark.parametrize("flavour", ["python", "rust"])
 def test_a_teams_edits_survive_the_update_and_the_new_standard_arrives(
         repo: TemplateRepo, workdir: Path, flavour: str) -> None:
     project = generated(repo, workdir / "project", repo.previous.tag, flavour=flavour)
-    work = project / OWNED[flavour][0]
-    work.write_text(work.read_text() + ("\n# The team's own work starts here.\n" if flavour == "python"
-                                         else "\n// The team's own work starts here.\n"))
-    teams_work = work.read_text()
+    add_team_code(project, flavour)
     edit(project / "cfg" / "config.toml", "interval_secs = 60", "interval_secs = 15")
     edit(project / "cfg" / "config.toml", "max_concurrency = 4", "max_concurrency = 16")
     edit(project / "README.md", "# order-router\n", "# order-router\nOn call: page #orders.\n")
-    (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
     commit_all(project, "the team's changes")
 
     update(project, repo.head.tag)
 
-    assert work.read_text() == teams_work
+    assert_team_code_carried(project, flavour)
     config = (project / "cfg" / "config.toml").read_text()
     assert "interval_secs = 15" in config and "max_concurrency = 16" in config
     assert (project / "README.md").read_text().startswith("# order-router\nOn call: page #orders.\n")
-    # The new standard: the rule tests live in tests/, the CI runs them there, the team's case kept.
-    assert not (project / OLD_ALERT_TESTS).exists()
-    moved = (project / NEW_ALERT_TESTS).read_text()
-    assert TEAM_ALERT_CASE in moved and "  - ../alerts.yml\n" in moved
-    assert "<<<<<<<" not in moved
-    run(["promtool", "test", "rules", NEW_ALERT_TESTS], project)
     # Nothing else differs from a fresh render: every edit above is accounted for.
     fresh = expected_after_update(repo, workdir, {**DEFAULTS, "flavour": flavour})
-    differing = {p for p in set(fresh) | set(tree(project)) if fresh.get(p) != tree(project).get(p)}
-    assert differing == {OWNED[flavour][0], "cfg/config.toml", "README.md", NEW_ALERT_TESTS}
+    got = tree(project)
+    differing = {p for p in set(fresh) | set(got) if fresh.get(p) != got.get(p)}
+    assert differing == {new for _, new in SPLIT[flavour]} | {"cfg/config.toml", "README.md"}
+
+
+# ---------------------------------------------------------------- whatever the versions say
+
+
+def copier_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Copier as a team runs it, a separate process: its output is what the team reads."""
+    if shutil.which("copier") is None:
+        pytest.fail("the update tests need `copier` on PATH (requirements-dev.txt)")
+    return run(args if args[0] == "copier" else ["copier", *args], cwd, check=check)
+
+
+def assert_quiet(output: str) -> None:
+    assert output.count("No git tags found") <= 1, output
+    assert "copier._vcs.clone" not in output and "Traceback" not in output, output
+
+
+def update_cli(project: Path, *extra: str) -> str:
+    proc = copier_cli(["copier", "update", "--trust", "--defaults", *extra], project)
+    output = proc.stdout + proc.stderr
+    assert_quiet(output)
+    return output
+
+
+def test_from_the_previous_release_in_a_clone_without_tags(tagless: TemplateRepo, workdir: Path) -> None:
+    """No tag anywhere: the project records a commit, the update goes to HEAD, the split still runs."""
+    project = generated(tagless, workdir / "project", tagless.previous.commit, flavour="python")
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == tagless.previous.commit
+    add_team_code(project, "python")
+    commit_all(project, "the team's code")
+    output = update_cli(project)
+    assert_team_code_carried(project, "python")
+    assert "plumbline update: src/order_router/work.py is now src/order_router/service/jobs.py" in output
+
+
+def test_from_the_previous_release_in_a_tagged_clone(repo: TemplateRepo, workdir: Path) -> None:
+    project = generated(repo, workdir / "project", repo.previous.tag, flavour="rust")
+    add_team_code(project, "rust")
+    commit_all(project, "the team's code")
+    output = update_cli(project)
+    assert_team_code_carried(project, "rust")
+    assert "plumbline update: tests/work.rs is now tests/service/main.rs" in output
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == repo.head.tag
+
+
+TEAM_ALERT_CASE = """\
+  - name: a flapping target does not page (added by the team)
+    interval: 1m
+    input_series:
+      - series: up{job="order-router", instance="c:8080"}
+        values: 1 0 1 0 1 0 1
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: OrderRouterDown
+        exp_alerts: []
+"""
+
+
+# A commit between v0.1.0 and v0.2.0 (the example work still in work.py / work.rs).
+BETWEEN_THE_RELEASES = "8f3f461"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("commit", "flavour"), [
+    (BEFORE_THE_ALERT_MOVE, "python"), (BEFORE_THE_ALERT_MOVE, "rust"), (BETWEEN_THE_RELEASES, "python"),
+])
+def test_from_a_commit_between_releases_every_moved_file_keeps_the_teams_lines(
+        repo: TemplateRepo, workdir: Path, commit: str, flavour: str) -> None:
+    """A project from a commit that is no release: whatever moved since keeps the team's lines.
+
+    The example's tests grew a lot since those commits, so the team's test may meet changed
+    lines of the release at the same place: then it is between markers, never lost.
+    """
+    project = generated(repo, workdir / "project", commit, flavour=flavour)
+    alert_tests_moved = (project / OLD_ALERT_TESTS).exists()
+    if alert_tests_moved:
+        (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
+    else:
+        (project / NEW_ALERT_TESTS).write_text((project / NEW_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
+    add_team_code(project, flavour)
+    commit_all(project, "the team's rule test and code")
+    update(project, repo.head.tag)
+    assert_team_code_carried(project, flavour, conflicts_allowed=True)
+    assert not (project / OLD_ALERT_TESTS).exists()
+    moved = (project / NEW_ALERT_TESTS).read_text()
+    assert TEAM_ALERT_CASE in moved and "  - ../alerts.yml\n" in moved and "<<<<<<<" not in moved
+    run(["promtool", "test", "rules", NEW_ALERT_TESTS], project)
+
+
+def test_a_conflict_in_a_moved_file_is_marked_and_named(repo: TemplateRepo, workdir: Path) -> None:
+    """The team changed the line the move changes too (`rule_files`): both stay, marked, and named."""
+    project = generated(repo, workdir / "project", BEFORE_THE_ALERT_MOVE)
+    edit(project / OLD_ALERT_TESTS, "rule_files:\n  - alerts.yml\n", "rule_files:\n  - alerts.yml\n  - team.yml\n")
+    commit_all(project, "the team's rules")
+    output = update_cli(project, "--vcs-ref", repo.head.tag)
+    moved = (project / NEW_ALERT_TESTS).read_text()
+    assert "<<<<<<< before updating" in moved and ">>>>>>> after updating" in moved
+    assert "  - team.yml\n" in moved and "  - ../alerts.yml\n" in moved
+    assert f"{OLD_ALERT_TESTS} is now {NEW_ALERT_TESTS}" in output and "1 of them between" in output
+    assert f"UU {NEW_ALERT_TESTS}" in git(project, "status", "--porcelain")
+
+
+def test_a_file_the_team_deleted_stays_deleted(repo: TemplateRepo, workdir: Path) -> None:
+    project = generated(repo, workdir / "project", BEFORE_THE_ALERT_MOVE)
+    (project / OLD_ALERT_TESTS).unlink()
+    commit_all(project, "no rule tests here")
+    update(project, repo.head.tag)
+    assert not (project / OLD_ALERT_TESTS).exists()
 
 
 def next_release(repo: TemplateRepo, workdir: Path, change: dict[str, tuple[str, str]]) -> tuple[TemplateRepo, str]:
@@ -237,81 +433,154 @@ def test_a_new_config_key_arrives_and_the_teams_values_stay(repo: TemplateRepo, 
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == tag
 
 
-@pytest.mark.parametrize("mode", ["inline", "rej"])
-def test_a_conflicting_edit_is_shown_never_dropped(repo: TemplateRepo, workdir: Path, mode: str) -> None:
-    """The team and the new release changed the same line: both versions stay visible."""
-    project = generated(repo, workdir / "project", repo.previous.tag)
-    ci = project / ".github" / "workflows" / "ci.yml"
-    team_line = f"run: promtool test rules {OLD_ALERT_TESTS} deploy/prometheus/team_test.yml"
-    edit(ci, f"run: promtool test rules {OLD_ALERT_TESTS}", team_line)
-    commit_all(project, "run the team's rule tests too")
-    update(project, repo.head.tag, conflict=mode)
-    text = ci.read_text()
-    if mode == "inline":
-        assert "<<<<<<< before updating" in text and ">>>>>>> after updating" in text
-        assert team_line in text and f"run: promtool test rules {NEW_ALERT_TESTS}" in text
-        assert "UU .github/workflows/ci.yml" in git(project, "status", "--porcelain")
-    else:
-        # The file takes the new release; the team's rejected hunk waits beside it in a .rej file.
-        rejected = (project / ".github" / "workflows" / "ci.yml.rej").read_text()
-        assert f"run: promtool test rules {NEW_ALERT_TESTS}" in text and team_line in rejected
+def test_a_conflicting_edit_is_shown_never_dropped(repo: TemplateRepo, workdir: Path) -> None:
+    """The team and the next release changed the same line: both versions stay visible."""
+    newer, tag = next_release(repo, workdir, {CONFIG_TEMPLATE: ("interval_secs = 60", "interval_secs = 30")})
+    project = generated(newer, workdir / "project", repo.head.tag)
+    edit(project / "cfg" / "config.toml", "interval_secs = 60", "interval_secs = 15")
+    commit_all(project, "faster")
+    update(project, tag)
+    text = (project / "cfg" / "config.toml").read_text()
+    assert "<<<<<<< before updating" in text and ">>>>>>> after updating" in text
+    assert "interval_secs = 15" in text and "interval_secs = 30" in text
+    assert "UU cfg/config.toml" in git(project, "status", "--porcelain")
 
 
-# ---------------------------------------------------------------- the v0.2.0 migration
+SERVICE_API = "template/{% if is_python %}src{% endif %}/{{ package_name }}/service/api.py.jinja"
+PLATFORM_APP = "template/{% if is_python %}src{% endif %}/{{ package_name }}/app.py"
 
 
-def old_release_with_alert_tests(repo: TemplateRepo) -> Release:
-    release = repo.previous
-    listed = git(repo.path, "ls-tree", "-r", "--name-only", release.tag, "template/deploy/prometheus/")
-    if f"template/{OLD_ALERT_TESTS}.jinja" not in listed.splitlines():
-        pytest.fail(f"{release.tag} has no {OLD_ALERT_TESTS}: the release named in CHANGELOG.md must come "
-                    "before the move, or this migration has nothing left to test")
-    return release
+def test_a_platform_change_arrives_while_the_service_part_stays_the_teams(repo: TemplateRepo, workdir: Path) -> None:
+    """A later release changes a platform file and an example file of the service part."""
+    app_line = (TEMPLATE / PLATFORM_APP).read_text().splitlines()[0]
+    api_line = (TEMPLATE / SERVICE_API).read_text().splitlines()[0]
+    newer, tag = next_release(repo, workdir, {
+        PLATFORM_APP: (app_line, f"{app_line}\n# platform change of the next release"),
+        SERVICE_API: (api_line, f"{api_line}\n# example change of the next release"),
+    })
+    project = generated(newer, workdir / "project", repo.head.tag)
+    jobs = project / "src/order_router/service/jobs.py"
+    jobs.write_text(jobs.read_text() + TEAM_CODE["src/order_router/work.py"])
+    teams_jobs = jobs.read_text()
+    commit_all(project, "the team's jobs")
+    update(project, tag)
+    assert "# platform change of the next release" in (project / "src/order_router/app.py").read_text()
+    # api.py was never changed by the team: it follows the release; jobs.py is the team's, untouched.
+    assert "# example change of the next release" in (project / "src/order_router/service/api.py").read_text()
+    assert jobs.read_text() == teams_jobs
+    marked = [p for p, data in tree(project).items() if any(line.startswith(b"<<<<<<< ") for line in data.splitlines())]
+    assert marked == []
+    assert "UU" not in git(project, "status", "--porcelain")
 
 
-def run_migration(repo: TemplateRepo, project: Path, ref: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(MIGRATION), f"--template={repo.path}", f"--from={ref}"],
-        cwd=project, text=True, capture_output=True, check=True,
-    )
-    return proc.stderr
+def test_a_changed_file_the_release_drops_is_kept_and_named(repo: TemplateRepo, workdir: Path) -> None:
+    newer = workdir / "plumbline-next"
+    git(workdir, "clone", "--quiet", f"file://{repo.path}", str(newer))
+    git(newer, "rm", "--quiet", "template/LICENSE.jinja")
+    git(newer, "commit", "--quiet", "-m", "next release: no LICENSE")
+    project = generated(repo, workdir / "project", repo.head.tag)
+    (project / "LICENSE").write_text((project / "LICENSE").read_text() + "Amended by the team.\n")
+    # The project follows the clone with the next release (docs/updating.md: edit _src_path).
+    edit(project / ".copier-answers.yml", f"_src_path: {repo.path}", f"_src_path: {newer}")
+    commit_all(project, "the team's license, the template's new place")
+    output = update_cli(project, "--vcs-ref", "HEAD")
+    assert (project / "LICENSE").read_text().endswith("Amended by the team.\n")
+    assert "plumbline update: kept LICENSE: the update removes it" in output and "git rm LICENSE" in output
 
 
-def test_the_migration_is_idempotent(repo: TemplateRepo, workdir: Path) -> None:
-    old = old_release_with_alert_tests(repo)
-    project = generated(repo, workdir / "project", old.tag)
-    (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
-    commit_all(project, "the team's rule test")
-    update(project, repo.head.tag)
-    after_update = tree(project)
-    # Again before committing (same update), then after committing: nothing changes.
-    assert "your test cases merged" in run_migration(repo, project, old.tag)
-    assert tree(project) == after_update
-    commit_all(project, "update")
-    assert "nothing to move" in run_migration(repo, project, old.tag)
-    assert tree(project) == after_update
+# ---------------------------------------------------------------- README and CI, as written
 
 
-def test_the_migration_is_safe_when_the_team_removed_the_file(repo: TemplateRepo, workdir: Path) -> None:
-    old = old_release_with_alert_tests(repo)
-    project = generated(repo, workdir / "project", old.tag)
-    (project / OLD_ALERT_TESTS).unlink()
-    commit_all(project, "no rule tests here")
-    update(project, repo.head.tag)
-    assert not (project / OLD_ALERT_TESTS).exists()
-    assert "nothing to move" in run_migration(repo, project, old.tag)
+README = (TEMPLATE / "README.md").read_text()
 
 
-def test_the_migration_marks_a_conflict_in_the_moved_file(repo: TemplateRepo, workdir: Path) -> None:
-    """The team changed the line the new release changes too (`rule_files`): both stay, marked."""
-    old = old_release_with_alert_tests(repo)
-    project = generated(repo, workdir / "project", old.tag)
-    edit(project / OLD_ALERT_TESTS, "rule_files:\n  - alerts.yml\n", "rule_files:\n  - alerts.yml\n  - team.yml\n")
-    commit_all(project, "the team's rules")
-    update(project, repo.head.tag)
-    moved = (project / NEW_ALERT_TESTS).read_text()
-    assert "<<<<<<< before updating" in moved and ">>>>>>> after updating" in moved
-    assert "  - team.yml\n" in moved and "  - ../alerts.yml\n" in moved
+def readme_command(starts: str) -> str:
+    """The command of the README that starts with `starts`, without its comment."""
+    for line in README.splitlines():
+        for part in line.split(" && "):
+            if part.startswith(starts):
+                return part.split("  #")[0].strip()
+    raise AssertionError(f"README.md has no command starting with {starts!r}")
+
+
+def test_the_readme_installs_the_pinned_versions() -> None:
+    pins = (TEMPLATE / "requirements-dev.txt").read_text()
+    install = readme_command("python3 -m pip install")
+    for package in ("copier", "copier-template-extensions"):
+        pinned = re.search(rf"^{package}==(\S+)$", pins, re.MULTILINE)
+        assert pinned and f"{package}=={pinned[1]}" in install.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tags", [False, True], ids=["fresh-clone", "tags-recreated"])
+def test_the_quick_start_and_the_update_commands_work_as_written(
+        repo: TemplateRepo, tagless: TemplateRepo, workdir: Path, tags: bool) -> None:
+    clone = workdir / "plumbline"
+    git(workdir, "clone", "--quiet", "--no-tags", f"file://{tagless.path}", str(clone))
+    if tags:
+        run(["scripts/tag-releases"], clone)  # as a template user runs it, in the clone
+    copy = run(["bash", "-c", readme_command("copier copy")], clone)
+    assert_quiet(copy.stdout + copy.stderr)
+    project = workdir / "order-router"
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(clone)
+    put_in_git = re.search(r"`(git init[^`]*)`", README)
+    assert put_in_git, "README.md no longer says how to put the generated service in git"
+    run(["bash", "-c", put_in_git[1]], project)
+    # A newer template: a commit on the clone, released as the next version when tags are kept.
+    edit(clone / "template" / "cfg" / "config.toml.jinja", "[work]", "# the next release\n[work]")
+    git(clone, "commit", "--quiet", "--all", "-m", "the next release")
+    if tags:
+        git(clone, "tag", f"v{repo.head.version}")
+    check = run(["bash", "-c", readme_command("copier check-update")], project)
+    assert "New template version available" in check.stdout + check.stderr
+    assert_quiet(check.stdout + check.stderr)
+    updated = run(["bash", "-c", readme_command("copier update")], project)
+    assert_quiet(updated.stdout + updated.stderr)
+    assert "# the next release" in (project / "cfg" / "config.toml").read_text()
+    if tags:  # generated from the newest tag, v0.2.0: the update to the next release made the split
+        assert answers["_commit"] == repo.previous.tag
+        assert (project / "src/order_router/service/jobs.py").is_file()
+        assert not (project / "src/order_router/work.py").exists()
+    commit_all(project, "updated")
+    assert "Project is up-to-date" in run(["bash", "-c", readme_command("copier check-update")], project).stdout
+    if not tags:  # docs/updating.md: from the template's folder, the project as an absolute path
+        edit(clone / "template" / "cfg" / "config.toml.jinja", "[work]", "# one more\n[work]")
+        git(clone, "commit", "--quiet", "--all", "-m", "one more")
+        again = run(["bash", "-c", 'copier update --trust --defaults "$(realpath ../order-router)"'], clone)
+        assert_quiet(again.stdout + again.stderr)
+        assert "# one more" in (project / "cfg" / "config.toml").read_text()
+
+
+@pytest.mark.slow
+def test_a_relative_source_is_fixed_by_editing_src_path(tagless: TemplateRepo, workdir: Path) -> None:
+    """What the old README's `copier copy --trust --defaults . ../order-router` left behind."""
+    project = workdir / "order-router"
+    copier_cli(["copier", "copy", "--trust", "--defaults", ".", str(project)], tagless.path)
+    commit_all(project, "generated with a relative source")
+    broken = copier_cli(["copier", "check-update"], project, check=False)
+    assert broken.returncode != 0
+    edit(project / ".copier-answers.yml", "_src_path: .", f"_src_path: {tagless.path}")
+    commit_all(project, "template source: the clone's absolute path")
+    assert "Project is up-to-date" in copier_cli(["copier", "check-update"], project).stdout
+
+
+def ci_update_scripts(project: Path) -> dict[str, str]:
+    github = yaml.safe_load((project / ".github/workflows/template-update.yml").read_text())
+    (step,) = [s for s in github["jobs"]["check-update"]["steps"] if "copier check-update" in s.get("run", "")]
+    gitlab = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+    return {"github": step["run"], "gitlab": gitlab["template-update"]["script"][-1]}
+
+
+def test_the_ci_update_check_says_in_one_line_that_a_local_source_is_out_of_reach(
+        repo: TemplateRepo, workdir: Path) -> None:
+    project = generated(repo, workdir / "project", repo.head.tag, ci_provider="both")
+    edit(project / ".copier-answers.yml", f"_src_path: {repo.path}", "_src_path: /home/alice/src/plumbline")
+    for provider, script in ci_update_scripts(project).items():
+        proc = subprocess.run(["bash", "-e", "-c", script], cwd=project, text=True, capture_output=True, timeout=120)
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 0, f"{provider}: {lines}"
+        assert len(lines) == 1 and "/home/alice/src/plumbline" in lines[0] and "not checked" in lines[0], lines
 
 
 # ---------------------------------------------------------------- changing an answer
@@ -347,15 +616,45 @@ def test_changing_an_answer_adds_and_removes_exactly_the_right_files(
 # ---------------------------------------------------------------- the generated project's own checks
 
 
+# A fleet: services of both flavours, each changed by its team the way teams do.
+FLEET = [
+    pytest.param("python", "order-router", 8080, 9180, id="python-order-router"),
+    pytest.param("python", "price-feed", 8081, 9181, id="python-price-feed"),
+    pytest.param("rust", "ledger-sync", 8082, 9182, marks=pytest.mark.rust, id="rust-ledger-sync"),
+    pytest.param("rust", "risk-gate", 8083, 9183, marks=pytest.mark.rust, id="rust-risk-gate"),
+]
+RUNBOOK = "# Runbook\n\nWhen the upstream is down, page #desk-oncall; the service keeps the last value.\n"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour", ["python", pytest.param("rust", marks=pytest.mark.rust)])
-def test_the_updated_project_passes_its_own_lint_and_tests(repo: TemplateRepo, workdir: Path, flavour: str) -> None:
+@pytest.mark.parametrize(("flavour", "name", "port", "team_port"), FLEET)
+def test_a_fleet_service_updates_without_conflict_and_its_tests_pass(
+        repo: TemplateRepo, workdir: Path, flavour: str, name: str, port: int, team_port: int) -> None:
+    """Generated at the previous release, changed by its team, updated to HEAD: nothing lost, green."""
     tool = {"python": "uv", "rust": "cargo"}[flavour]
     require_tool(tool)
-    project = generated(repo, workdir / "project", repo.previous.tag, flavour=flavour,
-                        deploy_targets=["systemd", "kubernetes"])
-    (project / OLD_ALERT_TESTS).write_text((project / OLD_ALERT_TESTS).read_text() + TEAM_ALERT_CASE)
-    commit_all(project, "the team's rule test")
+    package = name.replace("-", "_")
+    project = generated(repo, workdir / name, repo.previous.tag, flavour=flavour, project_name=name,
+                        http_port=port, deploy_targets=["systemd", "kubernetes"])
+    old, new = SPLIT[flavour][0]
+    old, new = old.replace("order_router", package), new.replace("order_router", package)
+    team_code = TEAM_CODE[SPLIT[flavour][0][0]]
+    (project / old).write_text((project / old).read_text() + team_code)
+    edit(project / "cfg" / "config.toml", f"port = {port}\n", f"port = {team_port}\n")
+    (project / "docs").mkdir(exist_ok=True)
+    (project / "docs" / "runbook.md").write_text(RUNBOOK)
+    commit_all(project, "the team's changes")
+
     update(project, repo.head.tag)
-    run(["make", "setup", "lint", "test"], project, timeout=3600)
+
+    assert "UU" not in git(project, "status", "--porcelain")
+    marked = [p for p, data in tree(project).items() if any(line.startswith(b"<<<<<<< ") for line in data.splitlines())]
+    assert marked == [], f"conflict markers in {marked}"
+    assert not (project / old).exists() and team_code in (project / new).read_text()
+    assert f"port = {team_port}\n" in (project / "cfg" / "config.toml").read_text()
+    assert (project / "docs" / "runbook.md").read_text() == RUNBOOK
+    run(["make", "setup", "test"] if flavour == "python" else ["make", "test"], project, timeout=3600)
     run(["promtool", "test", "rules", NEW_ALERT_TESTS], project)
+    if flavour == "python":  # `make setup` compiled the packages once; `make test` does not again
+        again = run(["make", "test"], project, timeout=900)
+        assert "Bytecode compiled" not in again.stdout + again.stderr

@@ -19,8 +19,8 @@ use crate::logging::LogFile;
 use crate::metrics::{self, Exporter, Handles};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
+use crate::service::jobs::{Upstream, Worker};
 use crate::shutdown::{self, Signal, Signals};
-use crate::work::{Upstream, Worker};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]

@@ -18,9 +18,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use toml::{Table, Value};
+
+use crate::service::settings::Work;
 
 /// The service's name in kebab case, from Cargo.toml: `order-router`.
 pub const SERVICE_NAME: &str = env!("CARGO_PKG_NAME");
@@ -516,16 +517,6 @@ pub struct Shutdown {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Work {
-    pub interval_secs: f64,
-    pub max_concurrency: u16,
-    pub upstream_url: String,
-    /// Typed as a secret: its Debug prints `[REDACTED]`, it has no Display.
-    pub upstream_token: SecretString,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Apm {
     pub url: String,
 }
@@ -636,13 +627,6 @@ pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
         table,
         layers: origin,
     })
-}
-
-impl Work {
-    /// The upstream token, or `None` when it is empty.
-    pub fn token(&self) -> Option<&str> {
-        Some(self.upstream_token.expose_secret()).filter(|t| !t.is_empty())
-    }
 }
 
 #[cfg(test)]

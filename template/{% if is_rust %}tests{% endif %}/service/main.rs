@@ -1,4 +1,5 @@
 //! The example work against a fake upstream: good values, persistent and transient errors.
+#[path = "../common/mod.rs"]
 mod common;
 
 use common::{fake_upstream, spawn_app};
