@@ -224,6 +224,9 @@ pub fn init(filter: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), Stri
 
 /// Logs a panic as `CRITICAL uncaught error` and exits with `exit_code`, whichever thread
 /// panicked (Tokio would otherwise catch a task's panic and keep running without it).
+///
+/// A panic inside a request handler is the exception: [`crate::http`] catches it, answers
+/// 500 and logs `request failed`; the hook only records its message for that line.
 pub fn install_panic_hook(exit_code: i32) {
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -236,6 +239,10 @@ pub fn install_panic_hook(exit_code: i32) {
             Some(at) => format!("{message} at {}:{}", at.file(), at.line()),
             None => message.to_string(),
         };
+        if crate::http::in_handler() {
+            crate::http::record_panic(error);
+            return;
+        }
         tracing::error!(error = %error, "CRITICAL uncaught error");
         std::process::exit(exit_code);
     }));
