@@ -15,7 +15,8 @@ from services import Metrics
 pytestmark = pytest.mark.slow
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
-ROUTES = {"/.well-known/live", "/.well-known/ready", "/metrics", "unknown"}
+# The platform's routes, the example service's route, and `unknown` for every other path.
+ROUTES = {"/.well-known/live", "/.well-known/ready", "/metrics", "/v1/value", "unknown"}
 PROCESS = {
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
@@ -116,7 +117,7 @@ def _random_round(svc, rng: random.Random) -> None:
     custom = ["".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 12))) for _ in range(6)]
     methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", *custom]
     for method in methods:
-        targets = ["/.well-known/live", "/.well-known/ready", "/metrics"]
+        targets = ["/.well-known/live", "/.well-known/ready", "/metrics", "/v1/value"]
         targets += [
             "/"
             + "/".join(
