@@ -167,7 +167,8 @@ def _readme_rust_blocks(project: Path) -> list[str]:
 def _replace_service(project: Path, code: str, old: str, section: str) -> None:
     """Replace the service part by `code` as a team would: its files, its tests, its section."""
     shutil.rmtree(project / "src" / "service")
-    shutil.rmtree(project / "tests" / "service")
+    if (project / "tests" / "service").exists():
+        shutil.rmtree(project / "tests" / "service")
     (project / "src" / "service").mkdir()
     (project / "src" / "service" / "mod.rs").write_text(code)
     config = project / "cfg" / "config.toml"
