@@ -342,6 +342,53 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_handler_panic_or_500_is_a_json_500_and_the_service_keeps_serving() {
+        use axum::extract::Path;
+        use metrics_exporter_prometheus::PrometheusBuilder;
+
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        let handles = ::metrics::with_local_recorder(&recorder, Handles::new);
+        let exporter = Exporter::with_handle(prometheus.clone(), "0.0.0", "test");
+        let health = Health::new(std::time::Duration::from_secs(1), Handles::noop());
+        let service = Router::new()
+            .route(
+                "/boom/{id}",
+                get(|Path(id): Path<u32>| async move {
+                    if id > 0 {
+                        panic!("boom {id}");
+                    }
+                    "never"
+                }),
+            )
+            .route(
+                "/fail",
+                get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "secret detail") }),
+            )
+            .route("/ok", get(|| async { "fine" }));
+        let app = router(health, exporter, handles, service);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+
+        for path in ["/boom/7", "/fail"] {
+            let response = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(response.status(), 500, "{path}");
+            assert_eq!(response.headers()["content-type"], JSON);
+            assert_eq!(
+                response.text().await.unwrap(),
+                r#"{"error": "internal error"}"#
+            );
+        }
+        let response = client.get(format!("{base}/ok")).send().await.unwrap();
+        assert_eq!(response.text().await.unwrap(), "fine");
+        let text = prometheus.render();
+        let persistent = format!("{}{{kind=\"persistent\"}} 2", metrics::names().errors_total);
+        assert!(text.contains(&persistent), "{text}");
+    }
+
     #[test]
     fn json_answers_use_python_separators() {
         let response = json(
