@@ -32,13 +32,22 @@ def test_head_answers_like_get_without_a_body(shared_service, route):
     assert resp.body == ""
 
 
-# PROPFIND and TRACE are registered methods outside the fixed label set, BREW is no registered
-# method at all: all of them are methods a route does not answer.
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "TRACE", "BREW"])
+# PROPFIND and TRACE are registered methods outside the fixed label set: methods a route does
+# not answer.
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "TRACE"])
 def test_other_methods_on_a_route_get_405(shared_service, method):
     statuses = {route: shared_service.get(route, method=method).status for route in ROUTES}
 
     assert statuses == {route: 405 for route in ROUTES}
+
+
+# BREW is no registered method at all: refused before routing (400) by an HTTP parser that
+# knows the registered methods only (aiohttp's llhttp), or 405 (docs/contract-choices.md).
+def test_an_unregistered_method_is_refused(shared_service):
+    statuses = {route: shared_service.get(route, method="BREW").status for route in ROUTES}
+
+    assert set(statuses.values()) <= {400, 405}, statuses
+    assert shared_service.get("/.well-known/live").status == 200, "the service goes on serving"
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,7 @@ def test_requests_are_counted_by_route_method_status(spawn, service_build):
         svc.get(f"/nope-{random.random()}")
     svc.get("/metrics", method="POST")
     svc.get("/metrics", method="PROPFIND")
-    svc.get("/metrics", method="BREW")
+    svc.get("/metrics", method="TRACE")
     svc.get("/.well-known/live", method="HEAD")
 
     m = Metrics.parse(svc.metrics())
