@@ -1011,8 +1011,8 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
                 origin.insert(dotted.clone(), layer.layer);
             }
         }
-        // `${PREFIX}` is expanded in every string but secrets (paths, mostly).
-        if let (false, Value::String(text)) = (key.secret, &value) {
+        // `${PREFIX}` is expanded in every `paths.*` value, as in the Python flavour.
+        if let ("paths", Value::String(text)) = (key.section.as_str(), &value) {
             value = Value::String(text.replace("${PREFIX}", &sources.prefix));
         }
         tables[key.group] = with_value(&tables[key.group], &key.section, &key.name, value);
