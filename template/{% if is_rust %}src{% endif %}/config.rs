@@ -411,8 +411,9 @@ fn literal(value: &Value) -> String {
 struct Group {
     /// Every section with its keys at their defaults, in declaration order.
     defaults: Table,
-    /// Deserializes and validates a whole table of sections; the normalized table, or why not.
-    check: fn(&Table) -> Result<Table, Problems>,
+    /// Deserializes (and validates, when asked) a whole table of sections; the normalized
+    /// table, or why not.
+    check: fn(&Table, bool) -> Result<Table, Problems>,
 }
 
 /// Why a table of sections was refused.
@@ -425,10 +426,11 @@ enum Problems {
 
 fn check_group<T: Serialize + DeserializeOwned + Validate>(
     table: &Table,
+    validate: bool,
 ) -> Result<Table, Problems> {
     let value =
         T::deserialize(Value::Table(table.clone())).map_err(|e| Problems::Type(e.to_string()))?;
-    if let Err(errors) = value.validate() {
+    if let (true, Err(errors)) = (validate, value.validate()) {
         let mut found = Vec::new();
         flatten(&errors, &mut Vec::new(), &mut found);
         return Err(Problems::Rules(found));
@@ -544,7 +546,8 @@ impl Schema {
         }
         let probe = Value::String("probe".into());
         let table = with_value(&self.groups[group].defaults, section, name, probe);
-        match (self.groups[group].check)(&table) {
+        // Not validated: a rule of the key's must not hide that it is a secret.
+        match (self.groups[group].check)(&table, false) {
             Ok(normalized) => normalized[section][name].as_str() == Some(REDACTED),
             Err(_) => false,
         }
@@ -594,7 +597,7 @@ impl Schema {
         }
         let group = &self.groups[key.group];
         let table = with_value(&group.defaults, &key.section, &key.name, value.clone());
-        match (group.check)(&table) {
+        match (group.check)(&table, true) {
             Ok(_) => Ok(()),
             Err(Problems::Type(message)) => {
                 let what = if message.contains("invalid value") && value.is_integer() {
@@ -652,7 +655,7 @@ impl Schema {
         };
         for probe in probes {
             let table = with_value(&group.defaults, &key.section, &key.name, probe);
-            if let Err(Problems::Rules(found)) = (group.check)(&table)
+            if let Err(Problems::Rules(found)) = (group.check)(&table, true)
                 && let Some((_, error)) = found
                     .iter()
                     .find(|(path, _)| path.last() == Some(&key.name))

@@ -148,8 +148,11 @@ pub struct Json<T>(pub T);
 #[derive(Debug)]
 pub enum JsonRejection {
     Malformed,
-    Invalid { field: String },
-    Unreadable,
+    Invalid {
+        field: String,
+    },
+    /// The body could not be read (too large, cut short): axum's own answer.
+    Unreadable(axum::extract::rejection::BytesRejection),
 }
 
 impl IntoResponse for JsonRejection {
@@ -162,9 +165,7 @@ impl IntoResponse for JsonRejection {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &serde_json::json!({ "error": "invalid value", "field": field }),
             ),
-            JsonRejection::Unreadable => {
-                json_error(StatusCode::BAD_REQUEST, "cannot read the body")
-            }
+            JsonRejection::Unreadable(rejection) => rejection.into_response(),
         }
     }
 }
@@ -179,7 +180,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|_| JsonRejection::Unreadable)?;
+            .map_err(JsonRejection::Unreadable)?;
         parse_body(&bytes).map(Json)
     }
 }

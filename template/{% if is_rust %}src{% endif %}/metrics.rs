@@ -346,7 +346,7 @@ impl Metrics {
         let name = Self::name(name);
         describe_counter!(name.clone(), help);
         let counter = counter!(name, labels);
-        counter.absolute(0);
+        counter.increment(0); // listed from the start, at 0; a second call keeps the count
         counter
     }
 
@@ -364,7 +364,7 @@ impl Metrics {
             None => describe_gauge!(name.clone(), help),
         }
         let gauge = gauge!(name, labels);
-        gauge.set(0.0);
+        gauge.increment(0.0); // listed from the start, at 0; a second call keeps the value
         gauge
     }
 }
