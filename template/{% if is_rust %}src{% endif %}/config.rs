@@ -1299,7 +1299,16 @@ mod tests {
         max_items: u16,
         #[validate(custom(function = "rules::optional_http_url"))]
         desk_url: String,
+        #[validate(custom(function = "long_enough"))]
         api_key: Secret,
+    }
+
+    fn long_enough(key: &Secret) -> Result<(), ValidationError> {
+        match key.expose() {
+            Some(key) if key.len() < 8 => Err(ValidationError::new("too_short")
+                .with_message("a key of 8 characters or more".into())),
+            _ => Ok(()),
+        }
     }
 
     impl Default for Orders {
@@ -1367,7 +1376,7 @@ nope = 1
         for line in [
             "config error: orders.max_items (base): 0 is out of range; allowed 1-100".to_string(),
             "config error: orders.desk_url (base): \"desk\" is not an http(s) URL; allowed an http(s) URL, or empty".to_string(),
-            "config error: orders.api_key (base): [redacted] is not a string; allowed a string (a secret)".to_string(),
+            "config error: orders.api_key (base): [redacted] is not a string; allowed a key of 8 characters or more".to_string(),
             "config error: orders.nope (base): unknown key; allowed keys of [orders]: max_items, desk_url, api_key".to_string(),
             format!("config error: orders.max_items (env {var}): \"many\" is not a whole number; allowed 1-100"),
         ] {
@@ -1375,6 +1384,15 @@ nope = 1
         }
         assert_eq!(lines.len(), 5, "{lines:#?}");
         assert!(!lines.join("\n").contains("12345"));
+
+        let short = sources(dir.path(), "[orders]\napi_key = \"short\"\n", &[]);
+        let lines = load_sections::<Stub>(&short).unwrap_err().lines;
+        assert_eq!(
+            lines,
+            [
+                "config error: orders.api_key (base): [redacted] is not valid (too_short); allowed a key of 8 characters or more"
+            ]
+        );
     }
 
     #[test]
