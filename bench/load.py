@@ -58,11 +58,6 @@ PEERS = BENCH / "peers"
 BUILD = RESULTS / "build"
 WRK_SCRIPT = BENCH / "wrk_report.lua"
 ROUTES = ("/.well-known/live", "/metrics")
-# The example service's route, on the contenders that serve it (the flavours answer it from a
-# seeded last value, the axum peer from memory).
-VALUE_ROUTE = "/v1/value"
-ALL_ROUTES = (*ROUTES, VALUE_ROUTE)
-LAST_VALUE = '{"value": 42.0, "fetched_at": 1764250000}'
 READY = "/.well-known/ready"
 SERVICE_NAME = str(DEFAULTS["project_name"])
 ENV_PREFIX = SERVICE_NAME.replace("-", "_").upper() + "_"
@@ -103,7 +98,6 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     flavour: bool = False  # a generated service (not a peer)
     binary_size: int | None = None
-    routes: tuple[str, ...] = ROUTES  # what wrk loads, in order
 
     def command(self, port: int) -> list[str]:
         return [part.replace("{port}", str(port)) for part in self.argv]
@@ -226,7 +220,6 @@ def build_rust_flavour() -> Server:
         cwd=project,
         flavour=True,
         binary_size=binary.stat().st_size,
-        routes=ALL_ROUTES,
     )
 
 
@@ -239,7 +232,6 @@ def build_axum_peer() -> Server:
         argv=[str(binary), "{port}"],
         cwd=PEERS,
         binary_size=binary.stat().st_size,
-        routes=ALL_ROUTES,
     )
 
 
@@ -301,10 +293,6 @@ class Running:
             if not (workdir / "cfg").exists():
                 shutil.copytree(server.cwd / "cfg", workdir / "cfg")
             env["PREFIX"] = str(workdir / "prefix")
-            # A value kept by an earlier run: /v1/value answers 200 without an upstream.
-            data_dir = workdir / "prefix" / "data" / SERVICE_NAME
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-            (data_dir / "last_value.json").write_text(LAST_VALUE)
             env[ENV_PREFIX + "HTTP__PORT"] = str(self.port)
             cwd = workdir
         else:
@@ -484,7 +472,7 @@ def measure(servers: list[Server], settings: Settings, scratch: Path) -> dict[st
             time.sleep(settings.settle)
             samples.idle_rss.append(rss_mib(proc.proc.pid))
             peak = float("nan")
-            for path in server.routes:
+            for path in ROUTES:
                 if settings.warmup:
                     load(proc, path, settings.warmup, settings.connections, settings.client_cpu)
                 result, route_peak = load(proc, path, settings.seconds, settings.connections, settings.client_cpu)
@@ -549,10 +537,8 @@ def nan_get(mapping: dict[str, float], key: str) -> float:
 
 def throughput_table(servers: list[Server], summary: dict[str, Summary]) -> str:
     rows = []
-    for path in ALL_ROUTES:
+    for path in ROUTES:
         for server in servers:
-            if path not in server.routes:
-                continue
             s = summary[server.name]
             peer = summary.get(PEER_OF.get(server.name, ""))
             rows.append(
