@@ -10,7 +10,8 @@ Contenders, each a separate process on loopback:
 For each contender, in turn, round after round (A, B, C, A, B, C, ...):
   - start/stop cycles: start → first 200 on /.well-known/ready (polled every 2 ms), idle RSS
     after a settle time (VmRSS), SIGTERM → exit;
-  - one load cycle: wrk on /.well-known/live, then on /metrics, sampling VmRSS during the load.
+  - one load cycle: wrk on /.well-known/live, then on /metrics, then on the example service's
+    /v1/value (a last value is in place, so it answers 200), sampling VmRSS during the load.
 Servers are pinned to one CPU and wrk (with this script) to the other, with taskset.
 
     python3 bench/load.py            # 5 rounds, about 8 minutes (first run builds: +5 min)
@@ -57,7 +58,10 @@ BENCH = ROOT / "bench"
 PEERS = BENCH / "peers"
 BUILD = RESULTS / "build"
 WRK_SCRIPT = BENCH / "wrk_report.lua"
-ROUTES = ("/.well-known/live", "/metrics")
+ROUTES = ("/.well-known/live", "/metrics", "/v1/value")
+VALUE = ROUTES[2]
+# What a flavour's /v1/value serves in the load run, written as the last good value before start.
+LAST_VALUE = '{"value": 42.0, "fetched_at": 1764250000}'
 READY = "/.well-known/ready"
 SERVICE_NAME = str(DEFAULTS["project_name"])
 ENV_PREFIX = SERVICE_NAME.replace("-", "_").upper() + "_"
@@ -74,8 +78,8 @@ class Targets:
     live_p99_vs_peer: float = 1.5  # at most this × the peer's p99
     python_metrics_vs_peer: float = 1.0  # /metrics: no slower than the aiohttp peer
     rust_metrics_vs_python: float = 10.0  # /metrics: Rust at least this × the Python flavour
-    python_ready_s: float = 0.5
-    python_idle_rss_mib: float = 45
+    python_ready_s: float = 0.6
+    python_idle_rss_mib: float = 55
     python_exit_s: float = 0.3
     rust_ready_s: float = 0.05
     rust_idle_rss_mib: float = 12
@@ -98,6 +102,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     flavour: bool = False  # a generated service (not a peer)
     binary_size: int | None = None
+    routes: tuple[str, ...] = ROUTES  # the routes loaded with wrk
 
     def command(self, port: int) -> list[str]:
         return [part.replace("{port}", str(port)) for part in self.argv]
@@ -232,6 +237,7 @@ def build_axum_peer() -> Server:
         argv=[str(binary), "{port}"],
         cwd=PEERS,
         binary_size=binary.stat().st_size,
+        routes=ROUTES[:2],  # no /v1/value route in this peer
     )
 
 
@@ -293,6 +299,9 @@ class Running:
             if not (workdir / "cfg").exists():
                 shutil.copytree(server.cwd / "cfg", workdir / "cfg")
             env["PREFIX"] = str(workdir / "prefix")
+            data_dir = workdir / "prefix" / "data" / SERVICE_NAME
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            (data_dir / "last_value.json").write_text(LAST_VALUE)
             env[ENV_PREFIX + "HTTP__PORT"] = str(self.port)
             cwd = workdir
         else:
@@ -472,7 +481,7 @@ def measure(servers: list[Server], settings: Settings, scratch: Path) -> dict[st
             time.sleep(settings.settle)
             samples.idle_rss.append(rss_mib(proc.proc.pid))
             peak = float("nan")
-            for path in ROUTES:
+            for path in server.routes:
                 if settings.warmup:
                     load(proc, path, settings.warmup, settings.connections, settings.client_cpu)
                 result, route_peak = load(proc, path, settings.seconds, settings.connections, settings.client_cpu)
@@ -483,10 +492,11 @@ def measure(servers: list[Server], settings: Settings, scratch: Path) -> dict[st
             samples.exit_after_load_s.append(proc.terminate())
         live = samples.wrk[ROUTES[0]][-1]
         metrics = samples.wrk[ROUTES[1]][-1]
+        value = f"value {samples.wrk[VALUE][-1].rps:8.0f} req/s  " if VALUE in samples.wrk else ""
         print(
             f"  [{step}/{total}] {server.name:15} ready {samples.ready_s[-1] * 1000:7.1f} ms  "
             f"live {live.rps:9.0f} req/s p99 {live.p99_ms:6.2f} ms  "
-            f"metrics {metrics.rps:8.0f} req/s  rss {samples.idle_rss[-1]:5.1f}/{peak:5.1f} MiB",
+            f"metrics {metrics.rps:8.0f} req/s  {value}rss {samples.idle_rss[-1]:5.1f}/{peak:5.1f} MiB",
             flush=True,
         )
     return results
@@ -539,6 +549,8 @@ def throughput_table(servers: list[Server], summary: dict[str, Summary]) -> str:
     rows = []
     for path in ROUTES:
         for server in servers:
+            if path not in server.routes:
+                continue
             s = summary[server.name]
             peer = summary.get(PEER_OF.get(server.name, ""))
             rows.append(
@@ -606,7 +618,7 @@ def check(value: float, limit: float, at_least: bool) -> str:
 def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets = TARGETS) -> list[str]:
     """One line per target: the measured figure, the target and PASS / MISS."""
     lines = []
-    live, metrics = ROUTES
+    live, metrics, value = ROUTES
     by_name = {server.name: server for server in servers}
     for flavour, peer in PEER_OF.items():
         if flavour not in summary or peer not in summary:
@@ -628,6 +640,12 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
             f"- python flavour `{metrics}` throughput {fmt(m)}× the aiohttp peer's plain "
             f"prometheus-client exposition (target ≥ {t.python_metrics_vs_peer}×): "
             f"**{check(m, t.python_metrics_vs_peer, True)}**"
+        )
+    if "python flavour" in summary and "aiohttp peer" in summary:
+        v = ratio(nan_get(summary["python flavour"].rps, value), nan_get(summary["aiohttp peer"].rps, value))
+        lines.append(
+            f"- python flavour `{value}` throughput {fmt(v)}× the aiohttp peer's JSON route "
+            "(no target: the example service's route through the platform's rules)"
         )
     if "python flavour" in summary and "rust flavour" in summary:
         m = ratio(nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics))
@@ -666,12 +684,12 @@ def plot(servers: list[Server], summary: dict[str, Summary], path: Path) -> None
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))  # type: ignore[attr-defined]
     names = [server.name for server in servers]
-    width = 0.38
+    width = 0.27
     for ax, key, label in (
         (axes[0], "rps", "requests/s, median"),
         (axes[1], "p99", "p99 latency (ms), median"),
     ):
-        for offset, route in ((-width / 2, ROUTES[0]), (width / 2, ROUTES[1])):
+        for offset, route in zip((-width, 0.0, width), ROUTES, strict=True):
             values = [nan_get(getattr(summary[n], key), route) for n in names]
             bars = ax.bar([i + offset for i in range(len(names))], values, width, label=route)
             ax.bar_label(bars, fmt="%.0f" if key == "rps" else "%.2f", fontsize=7)

@@ -1,6 +1,7 @@
 """The smallest aiohttp service a user would write instead of the generated one.
 
-The same three routes, a request counter by route, method and status, and the Prometheus
+The same three routes and a JSON route like the example service's `/v1/value`, a request
+counter by route, method and status, and the Prometheus
 text of prometheus-client's default registry (with its process, platform and GC
 collectors). aiohttp's `run_app` stops gracefully on SIGTERM and SIGINT.
 
@@ -9,6 +10,7 @@ Usage: python aiohttp_peer.py PORT
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -33,6 +35,10 @@ async def ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def value(request: web.Request) -> web.Response:
+    return web.Response(text=json.dumps({"value": 42.0, "fetched_at": 1764250000}), content_type="application/json")
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -43,6 +49,7 @@ def main() -> None:
     app.router.add_get("/.well-known/live", ok)
     app.router.add_get("/.well-known/ready", ok)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/value", value)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

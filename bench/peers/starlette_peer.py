@@ -1,6 +1,7 @@
 """The smallest Starlette service on uvicorn a user would write instead of the generated one.
 
-The same three routes, a request counter by route, method and status, and the Prometheus
+The same three routes and a JSON route like the example service's `/v1/value`, a request
+counter by route, method and status, and the Prometheus
 text of prometheus-client's default registry. uvicorn runs one worker with its production
 extras (uvloop, httptools) and stops gracefully on SIGTERM and SIGINT.
 
@@ -9,6 +10,7 @@ Usage: python starlette_peer.py PORT
 
 from __future__ import annotations
 
+import json
 import sys
 
 import uvicorn
@@ -16,12 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("peer_http_requests_total", "HTTP requests answered.", ["route", "method", "status"])
-ROUTES = ("/.well-known/live", "/.well-known/ready", "/metrics")
+ROUTES = ("/.well-known/live", "/.well-known/ready", "/metrics", "/v1/value")
 
 
 class Count:
@@ -49,6 +51,17 @@ async def ok(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+class ValueResponse(JSONResponse):
+    """json.dumps' default separators, as the generated services answer."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content).encode()
+
+
+async def value(request: Request) -> Response:
+    return ValueResponse({"value": 42.0, "fetched_at": 1764250000})
+
+
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -58,6 +71,7 @@ app = Starlette(
         Route("/.well-known/live", ok),
         Route("/.well-known/ready", ok),
         Route("/metrics", metrics),
+        Route("/v1/value", value),
     ],
     middleware=[Middleware(Count)],
 )
