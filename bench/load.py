@@ -237,7 +237,6 @@ def build_axum_peer() -> Server:
         argv=[str(binary), "{port}"],
         cwd=PEERS,
         binary_size=binary.stat().st_size,
-        routes=ROUTES[:2],  # no /v1/value route in this peer
     )
 
 
@@ -645,6 +644,12 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
         v = ratio(nan_get(summary["python flavour"].rps, value), nan_get(summary["aiohttp peer"].rps, value))
         lines.append(
             f"- python flavour `{value}` throughput {fmt(v)}× the aiohttp peer's JSON route "
+            "(no target: the example service's route through the platform's rules)"
+        )
+    if "rust flavour" in summary and "axum peer" in summary:
+        v = ratio(nan_get(summary["rust flavour"].rps, value), nan_get(summary["axum peer"].rps, value))
+        lines.append(
+            f"- rust flavour `{value}` throughput {fmt(v)}× the axum peer's JSON route "
             "(no target: the example service's route through the platform's rules)"
         )
     if "python flavour" in summary and "rust flavour" in summary:
