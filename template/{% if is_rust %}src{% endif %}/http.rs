@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -49,11 +49,11 @@ pub fn record_panic(message: String) {
 ///
 /// Hand-written rather than tower-http's `CatchPanic`: the process-wide panic hook (which
 /// exits 2 on any other panic) must know that this one is a handler's.
-struct Guarded<F> {
-    inner: Pin<Box<F>>,
+struct Guarded<'a, F> {
+    inner: Pin<&'a mut F>,
 }
 
-impl<F: Future> Future for Guarded<F> {
+impl<F: Future> Future for Guarded<'_, F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
@@ -244,32 +244,33 @@ fn collect(errors: &ValidationErrors, prefix: String, out: &mut Vec<String>) {
     }
 }
 
-/// Counts every answered request under bounded labels: the route template or `unknown`, a
-/// method of the fixed set or `other`, the status code.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = metrics::route_label(request.extensions().get::<MatchedPath>());
+/// The layer on every route: turns a handler's panic or 500 into the contract's 500 (logged
+/// once, counted as a persistent error), then counts the request under bounded labels: the
+/// route template or `unknown`, a method of the fixed set or `other`, the status code.
+///
+/// One middleware rather than two: each `from_fn` layer costs a boxed service per request.
+pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
     let method = metrics::method_label(request.method());
-    let response = next.run(request).await;
-    metrics::count_request(route, method, response.status());
-    response
-}
-
-/// Turns a handler's panic or 500 into the contract's 500, logged once and counted.
-pub async fn guard(State(handles): State<Handles>, request: Request, next: Next) -> Response {
-    let route = metrics::route_label(request.extensions().get::<MatchedPath>());
-    let method = request.method().clone();
     let outcome = Guarded {
-        inner: Box::pin(next.run(request)),
+        inner: std::pin::pin!(next.run(request)),
     }
     .await;
-    let error = match outcome {
-        Ok(response) if response.status() != StatusCode::INTERNAL_SERVER_ERROR => return response,
-        Ok(_) => "the handler answered 500".to_string(),
-        Err(panic) => panic,
+    let route = metrics::route_label(matched.as_ref());
+    let response = match outcome {
+        Ok(response) if response.status() != StatusCode::INTERNAL_SERVER_ERROR => response,
+        failed => {
+            let error = match failed {
+                Ok(_) => "the handler answered 500".to_string(),
+                Err(panic) => panic,
+            };
+            handles.persistent_errors.increment(1);
+            tracing::error!(route = %route, method = %method, error = %error, "request failed");
+            internal_error()
+        }
     };
-    handles.persistent_errors.increment(1);
-    tracing::error!(route = %route, method = %metrics::method_label(&method), error = %error, "request failed");
-    internal_error()
+    metrics::count_request(route, method, response.status());
+    response
 }
 
 /// The platform's routes, the service's, and 404 for anything else, all guarded and counted.
@@ -290,8 +291,7 @@ pub fn router(
         .merge(metrics_route)
         .merge(service)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
-        .layer(from_fn_with_state(handles, guard))
-        .layer(from_fn(track))
+        .layer(from_fn_with_state(handles, wrap))
 }
 
 #[cfg(test)]

@@ -318,7 +318,7 @@ pub fn method_label(method: &Method) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Counts one answered request (see `crate::http::track`).
+/// Counts one answered request (see `crate::http::wrap`).
 pub fn count_request(route: String, method: &'static str, status: StatusCode) {
     // A status is a three-digit code by construction: a bounded label.
     let status = status.as_str().to_string();
