@@ -647,6 +647,12 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
             f"- python flavour `{value}` throughput {fmt(v)}× the aiohttp peer's JSON route "
             "(no target: the example service's route through the platform's rules)"
         )
+    if "rust flavour" in summary and "axum peer" in summary:
+        v = ratio(nan_get(summary["rust flavour"].rps, value), nan_get(summary["axum peer"].rps, value))
+        lines.append(
+            f"- rust flavour `{value}` throughput {fmt(v)}× the axum peer's JSON route "
+            "(no target: the example service's route through the platform's rules)"
+        )
     if "python flavour" in summary and "rust flavour" in summary:
         m = ratio(nan_get(summary["rust flavour"].rps, metrics), nan_get(summary["python flavour"].rps, metrics))
         lines.append(

@@ -9,6 +9,7 @@ the dependencies compile once per test run.
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -153,3 +154,72 @@ def test_committed_lock_resolves_the_manifest(tmp_path: Path, opentelemetry: boo
 
     assert result.returncode == 0, f"Cargo.lock is stale; run scripts/lock-rust\n{result.stderr[-3000:]}"
     assert (project / "Cargo.lock").read_text() == before
+
+
+def _readme_rust_blocks(project: Path) -> list[str]:
+    """The Rust code blocks of the generated README: the smallest service part, then the
+    worked example (endpoint, job, settings key, counter)."""
+    blocks = re.findall(r"```rust\n(.*?)```", (project / "README.md").read_text(), re.S)
+    assert len(blocks) == 2, "the README shows the smallest service part and a worked example"
+    return blocks
+
+
+def _replace_service(project: Path, code: str, old: str, section: str) -> None:
+    """Replace the service part by `code` as a team would: its files, its tests, its section."""
+    shutil.rmtree(project / "src" / "service")
+    if (project / "tests" / "service").exists():
+        shutil.rmtree(project / "tests" / "service")
+    (project / "src" / "service").mkdir()
+    (project / "src" / "service" / "mod.rs").write_text(code)
+    config = project / "cfg" / "config.toml"
+    text = config.read_text()
+    start = text.index(old)
+    end = text.index("\n[", start + 1)
+    config.write_text(text[:start] + section + text[end + 1:])
+
+
+@needs_cargo
+@pytest.mark.slow
+@pytest.mark.rust
+def test_a_team_changes_values_replaces_and_removes_the_example(tmp_path: Path) -> None:
+    """The generated tests hold whatever the team does in its own part of the project."""
+    project = generate(tmp_path / "service", flavour="rust")
+    commit_all(project, "generated")
+
+    # (a) every value of cfg/config.toml changed
+    config = project / "cfg" / "config.toml"
+    changed = {
+        'host = "127.0.0.1"': 'host = "127.0.0.2"',
+        "port = 8080": "port = 9099",
+        'filter = "info"': 'filter = "warn"',
+        'log_file = "./log/order-router.log"': 'log_file = "./logs/service.log"',
+        'pid_file = "${PREFIX}/run/order-router.pid"': 'pid_file = "${PREFIX}/run/svc.pid"',
+        'heartbeat_file = "./tmp/order-router.heartbeat"': 'heartbeat_file = "./tmp/svc.beat"',
+        'data_dir = "${PREFIX}/data/order-router"': 'data_dir = "${PREFIX}/data/svc"',
+        'tmp_dir = "./tmp"': 'tmp_dir = "./scratch"',
+        "interval_secs = 10": "interval_secs = 7",
+        "timeout_secs = 30": "timeout_secs = 12",
+        "worker_threads = 0": "worker_threads = 3",
+        "interval_secs = 60": "interval_secs = 45",
+        "max_concurrency = 4": "max_concurrency = 2",
+        'upstream_url = ""': 'upstream_url = "http://127.0.0.1:9/value"',
+        'url = ""': 'url = "http://127.0.0.1:4318"',
+    }
+    text = config.read_text()
+    for old, new in changed.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    config.write_text(text)
+    run(["make", "lint", "test"], project, timeout=1800)
+
+    # (b) the example replaced by the team's code, as the README shows it
+    smallest, worked = _readme_rust_blocks(project)
+    _replace_service(project, worked, "[work]", "[orders]\nmax_items = 20\n")
+    run(["make", "lint", "test"], project, timeout=1800)
+    check = run(["cargo", "run", "--quiet", "--locked", "--", "check-config"], project,
+                env={"PREFIX": str(tmp_path / "prefix")})
+    assert "orders.max_items = 20 (base)" in check.stdout
+
+    # (c) the smallest valid service part
+    _replace_service(project, smallest, "[orders]", "")
+    run(["make", "lint", "test"], project, timeout=1800)

@@ -1,26 +1,24 @@
-//! The service: build (take the PID file, prepare directories, bind), then run until a
-//! signal.
+//! The service: build (take the PID file, prepare directories, build the service part,
+//! bind), then run until a signal.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::from_fn;
-use axum::routing::get;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::config::Settings;
-use crate::health::{self, Health};
+use crate::context::{Context, Job, Service};
+use crate::health::Health;
 use crate::heartbeat::Heartbeat;
 use crate::logging::LogFile;
-use crate::metrics::{self, Exporter, Handles};
+use crate::metrics::{Exporter, Handles, Metrics};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
-use crate::service::jobs::{Upstream, Worker};
-use crate::shutdown::{self, Signal, Signals};
+use crate::shutdown::{self, Listener, Signal, Signals, Trigger};
+use crate::{http, service};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]
@@ -35,8 +33,10 @@ pub enum AppError {
     Heartbeat(io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
-    #[error("cannot build the upstream client: {0}")]
+    #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot build the service part: {0}")]
+    Service(String),
     #[error("shutdown overran its timeout of {0}s")]
     ShutdownOverran(f64),
     #[error("HTTP server failed: {0}")]
@@ -59,8 +59,9 @@ pub struct App {
     addr: SocketAddr,
     health: Arc<Health>,
     heartbeat: Heartbeat,
-    worker: Arc<Worker>,
-    exporter: Exporter,
+    router: Router,
+    jobs: Vec<Job>,
+    stop: (Trigger, Listener),
     log_file: Option<LogFile>,
     signals: Signals,
     // Last field: dropped (the file removed) after everything else has stopped.
@@ -95,28 +96,36 @@ impl App {
         make_dir(&settings.paths.data_dir, Some(0o750))?;
         make_dir(&settings.paths.tmp_dir, None)?;
 
-        let metrics = Handles::new();
-        let health = Health::new(settings.heartbeat_interval(), metrics.clone());
+        let handles = Handles::new();
+        let health = Health::new(settings.heartbeat_interval(), handles.clone());
         let heartbeat = Heartbeat::new(
             &settings.paths.heartbeat_file,
             health.clone(),
-            metrics.clone(),
+            handles.clone(),
         );
         heartbeat.beat().map_err(AppError::Heartbeat)?;
 
-        let upstream = Some(settings.work.upstream_url.clone())
-            .filter(|u| !u.is_empty())
-            .map(|url| Upstream {
-                url,
-                token: settings.work.token().map(secrecy::SecretString::from),
-            });
-        let worker = Arc::new(Worker::new(
-            upstream,
-            settings.work_interval(),
-            &settings.paths.data_dir,
-            health.clone(),
-            metrics,
-        )?);
+        let stop = shutdown::channel();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        let context = Context {
+            settings: Arc::new(settings.service.clone()),
+            metrics: Metrics,
+            handles: handles.clone(),
+            health: health.clone(),
+            client,
+            data_dir: settings.paths.data_dir.clone(),
+            tmp_dir: settings.paths.tmp_dir.clone(),
+            stop: stop.1.clone(),
+        };
+        let Service { routes, jobs } =
+            service::build(context).map_err(|e| AppError::Service(e.to_string()))?;
+        let router = http::router(health.clone(), exporter, handles, routes);
 
         let wanted = format!("{}:{}", settings.http.host, settings.http.port);
         let listener = TcpListener::bind(&wanted)
@@ -136,8 +145,9 @@ impl App {
             addr,
             health,
             heartbeat,
-            worker,
-            exporter,
+            router,
+            jobs,
+            stop,
             log_file,
             signals,
             _pid_file: pid_file,
@@ -153,44 +163,30 @@ impl App {
         self._pid_file.path()
     }
 
-    /// The HTTP routes: health, metrics, and 404 for anything else, all counted.
-    pub fn router(health: Arc<Health>, exporter: Exporter) -> Router {
-        let health_routes = Router::new()
-            .route("/.well-known/live", get(health::live))
-            .route("/.well-known/ready", get(health::ready))
-            .with_state(health);
-        let metrics_route = Router::new()
-            .route("/metrics", get(metrics::serve))
-            .with_state(exporter);
-        health_routes
-            .merge(metrics_route)
-            .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
-            .layer(from_fn(metrics::track))
-    }
-
     /// Serves and beats until SIGTERM or SIGINT, then drains within the shutdown timeout.
     pub async fn run_until_stopped(mut self) -> Result<Stopped, AppError> {
-        let (trigger, stop) = shutdown::channel();
-        // The server stops last, after the work has drained: until then it answers 503 on
+        let (trigger, _) = self.stop;
+        // The server stops last, after the jobs have drained: until then it answers 503 on
         // ready, so that load balancers and operators can watch the drain.
         let (server_trigger, server_stop) = shutdown::channel();
-        let router = Self::router(self.health.clone(), self.exporter.clone());
+        let router = self.router;
         let server = tokio::spawn(async move {
             axum::serve(self.listener, router)
                 .with_graceful_shutdown(server_stop.wait())
                 .await
         });
-        let max = usize::from(self.settings.work.max_concurrency);
-        let permits = Arc::new(Semaphore::new(max));
-        let scheduler = tokio::spawn(self.worker.clone().schedule(
-            self.settings.work_interval(),
-            permits.clone(),
-            stop,
-        ));
 
         self.health.set_running();
         tracing::info!("ready");
         sd_notify::notify(sd_notify::READY);
+        let jobs: Vec<_> = self
+            .jobs
+            .into_iter()
+            .map(|job| {
+                tracing::debug!(job = job.name, "job started");
+                tokio::spawn(job.task)
+            })
+            .collect();
 
         let mut beats = tokio::time::interval(self.settings.heartbeat_interval());
         beats.tick().await; // the first tick is immediate; build() already beat once
@@ -215,11 +211,9 @@ impl App {
         let timeout = self.settings.shutdown_timeout();
         let mut served = Ok(());
         let drain = async {
-            let _ = scheduler.await;
-            // Every permit back means every in-flight run has finished.
-            let _ = permits
-                .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
-                .await;
+            for job in jobs {
+                let _ = job.await;
+            }
             server_trigger.fire();
             served = match server.await {
                 Ok(result) => result.map_err(|e| e.to_string()),
@@ -311,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut settings = settings(dir.path());
-        settings.http.port = taken.local_addr().unwrap().port();
+        settings.http.port = taken.local_addr().unwrap().port().into();
         let handle = PrometheusBuilder::new().build_recorder().handle();
         let exporter = Exporter::with_handle(handle, "0.0.0", "test");
 

@@ -42,9 +42,42 @@ pub fn timestamp(at: OffsetDateTime) -> String {
     )
 }
 
+/// The text with the `user:password@` of every URL in it replaced by `[redacted]@`: the
+/// credentials never reach a log line, an error or `check-config`.
+pub fn redact_urls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('@') || !text.contains("://") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: a letter, then letters, digits, `+`, `-`, `.`, right before `://`.
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map_or(0, |i| i + 1);
+        let scheme = &rest[scheme_start..at];
+        let authority = &rest[at + 3..];
+        let end = authority
+            .find(|c: char| "/?#@".contains(c) || c.is_whitespace())
+            .unwrap_or(authority.len());
+        let credentials = end > 0 && authority[end..].starts_with('@');
+        out.push_str(&rest[..at + 3]);
+        if credentials && scheme.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            out.push_str(crate::config::REDACTED);
+            rest = &authority[end..];
+        } else {
+            rest = authority;
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Writes a pair's value, quoted when it is empty or holds a space, `=`, `"` or a control
-/// character; inside quotes `\"`, `\\`, `\n`, `\t` are escaped.
+/// character; inside quotes `\"`, `\\`, `\n`, `\t` are escaped. URL credentials are
+/// redacted.
 pub fn write_value(out: &mut String, value: &str) {
+    let value = &*redact_urls(value);
     let needs_quotes = value.is_empty()
         || value
             .chars()
@@ -224,6 +257,9 @@ pub fn init(filter: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), Stri
 
 /// Logs a panic as `CRITICAL uncaught error` and exits with `exit_code`, whichever thread
 /// panicked (Tokio would otherwise catch a task's panic and keep running without it).
+///
+/// A panic inside a request handler is the exception: [`crate::http`] catches it, answers
+/// 500 and logs `request failed`; the hook only records its message for that line.
 pub fn install_panic_hook(exit_code: i32) {
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -236,6 +272,10 @@ pub fn install_panic_hook(exit_code: i32) {
             Some(at) => format!("{message} at {}:{}", at.file(), at.line()),
             None => message.to_string(),
         };
+        if crate::http::in_handler() {
+            crate::http::record_panic(error);
+            return;
+        }
         tracing::error!(error = %error, "CRITICAL uncaught error");
         std::process::exit(exit_code);
     }));
@@ -250,6 +290,17 @@ mod tests {
         let mut out = String::new();
         write_value(&mut out, value);
         out
+    }
+
+    #[test]
+    fn url_credentials_never_reach_a_line() {
+        assert_eq!(
+            redact_urls("cannot reach https://me:pw@host:8/x and ftp://u@h"),
+            "cannot reach https://[redacted]@host:8/x and ftp://[redacted]@h"
+        );
+        assert_eq!(redact_urls("http://host/a@b"), "http://host/a@b");
+        assert_eq!(redact_urls("me@example.com"), "me@example.com");
+        assert_eq!(quoted("http://u:p@h/"), "http://[redacted]@h/");
     }
 
     #[test]

@@ -7,17 +7,14 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::config::snake_name;
 
-/// The routes the service answers; any other path is counted as `unknown`.
-pub const ROUTES: &[&str] = &["/.well-known/live", "/.well-known/ready", "/metrics"];
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 /// The `/metrics` answer's content type, the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -31,7 +28,6 @@ pub struct Names {
     pub heartbeat_timestamp_seconds: String,
     pub ready: String,
     pub degraded: String,
-    pub work_latency_ewma_seconds: String,
 }
 
 /// The names for this service (`order_router_ready`, ...).
@@ -47,7 +43,6 @@ pub fn names() -> &'static Names {
             heartbeat_timestamp_seconds: format!("{p}_heartbeat_timestamp_seconds"),
             ready: format!("{p}_ready"),
             degraded: format!("{p}_degraded"),
-            work_latency_ewma_seconds: format!("{p}_work_latency_ewma_seconds"),
         }
     })
 }
@@ -67,7 +62,7 @@ pub fn register(version: &str, commit: &str) {
     );
     describe_counter!(
         n.errors_total.clone(),
-        "Failed work runs, by error kind (transient or persistent)"
+        "Failed jobs and requests, by error kind (transient or persistent)"
     );
     describe_counter!(
         n.retries_total.clone(),
@@ -84,12 +79,7 @@ pub fn register(version: &str, commit: &str) {
     );
     describe_gauge!(
         n.degraded.clone(),
-        "1 when the last work run failed, else 0"
-    );
-    describe_gauge!(
-        n.work_latency_ewma_seconds.clone(),
-        Unit::Seconds,
-        "EWMA (alpha 0.3) of the latency of successful upstream calls"
+        "1 when the service runs degraded (its last job run failed), else 0"
     );
     let build = [
         ("version", version.to_string()),
@@ -103,7 +93,6 @@ pub fn register(version: &str, commit: &str) {
     counter!(n.retries_total.clone()).absolute(0);
     gauge!(n.ready.clone()).set(0.0);
     gauge!(n.degraded.clone()).set(0.0);
-    gauge!(n.work_latency_ewma_seconds.clone()).set(0.0);
 }
 
 /// Handles on the gauges and counters the other modules update.
@@ -112,7 +101,6 @@ pub struct Handles {
     pub ready: Gauge,
     pub degraded: Gauge,
     pub heartbeat: Gauge,
-    pub latency: Gauge,
     pub retries: Counter,
     pub transient_errors: Counter,
     pub persistent_errors: Counter,
@@ -126,7 +114,6 @@ impl Handles {
             ready: gauge!(n.ready.clone()),
             degraded: gauge!(n.degraded.clone()),
             heartbeat: gauge!(n.heartbeat_timestamp_seconds.clone()),
-            latency: gauge!(n.work_latency_ewma_seconds.clone()),
             retries: counter!(n.retries_total.clone()),
             transient_errors: counter!(n.errors_total.clone(), "kind" => "transient"),
             persistent_errors: counter!(n.errors_total.clone(), "kind" => "persistent"),
@@ -139,7 +126,6 @@ impl Handles {
             ready: Gauge::noop(),
             degraded: Gauge::noop(),
             heartbeat: Gauge::noop(),
-            latency: Gauge::noop(),
             retries: Counter::noop(),
             transient_errors: Counter::noop(),
             persistent_errors: Counter::noop(),
@@ -317,12 +303,10 @@ pub async fn serve(exporter: axum::extract::State<Exporter>) -> Response {
     response
 }
 
-/// The `route` label: a known route's path, else `unknown`.
-pub fn route_label(matched: Option<&str>) -> &'static str {
-    matched
-        .and_then(|m| ROUTES.iter().find(|r| **r == m))
-        .copied()
-        .unwrap_or("unknown")
+/// The `route` label: the template of the route that matched (a fixed set: the routes the
+/// router declares), else `unknown`.
+pub fn route_label(matched: Option<&MatchedPath>) -> String {
+    matched.map_or_else(|| "unknown".to_string(), |m| m.as_str().to_string())
 }
 
 /// The `method` label: one of the fixed set, else `other`.
@@ -334,20 +318,55 @@ pub fn method_label(method: &Method) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Counts every answered request under bounded labels.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = route_label(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let method = method_label(request.method());
-    let response = next.run(request).await;
+/// Counts one answered request (see `crate::http::wrap`).
+pub fn count_request(route: String, method: &'static str, status: StatusCode) {
     // A status is a three-digit code by construction: a bounded label.
-    let status = response.status().as_str().to_string();
+    let status = status.as_str().to_string();
     counter!(names().http_requests_total.clone(), "route" => route, "method" => method, "status" => status).increment(1);
-    response
+}
+
+/// The service part's own metrics: every name gets the service's prefix (`order_router_`),
+/// label values are `&'static str`, a fixed set by construction.
+#[derive(Clone, Default)]
+pub struct Metrics;
+
+impl Metrics {
+    fn name(name: &str) -> String {
+        format!("{}_{name}", snake_name())
+    }
+
+    /// A counter `<prefix>_<name>` with fixed labels, e.g.
+    /// `ctx.metrics.counter("orders_total", "Orders taken", &[("desk", "fx")])`.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Counter {
+        let name = Self::name(name);
+        describe_counter!(name.clone(), help);
+        let counter = counter!(name, labels);
+        counter.increment(0); // listed from the start, at 0; a second call keeps the count
+        counter
+    }
+
+    /// A gauge `<prefix>_<name>` with fixed labels; `unit` shows in its help.
+    pub fn gauge(
+        &self,
+        name: &str,
+        unit: Option<Unit>,
+        help: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Gauge {
+        let name = Self::name(name);
+        match unit {
+            Some(unit) => describe_gauge!(name.clone(), unit, help),
+            None => describe_gauge!(name.clone(), help),
+        }
+        let gauge = gauge!(name, labels);
+        gauge.increment(0.0); // listed from the start, at 0; a second call keeps the value
+        gauge
+    }
 }
 
 #[cfg(test)]
@@ -368,8 +387,6 @@ mod tests {
 
     #[test]
     fn labels_stay_in_their_fixed_sets() {
-        assert_eq!(route_label(Some("/metrics")), "/metrics");
-        assert_eq!(route_label(Some("/anything")), "unknown");
         assert_eq!(route_label(None), "unknown");
         assert_eq!(method_label(&Method::GET), "GET");
         assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
@@ -382,6 +399,9 @@ mod tests {
         let text = metrics::with_local_recorder(&recorder, || {
             let exporter = Exporter::with_handle(handle, "1.2.3", "abc1234");
             Handles::new().retries.increment(2);
+            Metrics
+                .counter("orders_total", "Orders taken", &[("desk", "fx")])
+                .increment(3);
             exporter.render()
         });
         let n = names();
@@ -391,7 +411,6 @@ mod tests {
             &n.retries_total,
             &n.ready,
             &n.degraded,
-            &n.work_latency_ewma_seconds,
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),
@@ -403,6 +422,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!("{} 2", n.retries_total)), "{text}");
+        let p = snake_name();
+        assert!(
+            text.contains(&format!("# HELP {p}_orders_total Orders taken")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{p}_orders_total{{desk=\"fx\"}} 3")),
+            "{text}"
+        );
         assert!(text.contains("version=\"1.2.3\""), "{text}");
         assert!(text.contains("flavour=\"rust\""), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");

@@ -1,66 +1,119 @@
-//! The command line and the configuration layers, seen from outside.
+//! The command line and the configuration layers, seen from outside. Every test writes its
+//! own configuration: the values the team commits in cfg/config.toml are theirs to change.
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use common::{base_config, command, env_prefix};
 
-fn check_config(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+fn check_config(dir: &Path, config: &Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = command(dir);
     for (key, value) in env {
         cmd.env(key, value);
     }
     cmd.args(["check-config", "--config"])
-        .arg(base_config())
+        .arg(config)
         .output()
         .unwrap()
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("test.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write_secrets(dir: &Path, text: &str, mode: u32) -> std::path::PathBuf {
+    let secrets = dir.join("prefix/key/env.toml");
+    std::fs::create_dir_all(secrets.parent().unwrap()).unwrap();
+    std::fs::write(&secrets, text).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(mode)).unwrap();
+    secrets
+}
+
+#[test]
+fn the_committed_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = check_config(dir.path(), &base_config(), &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().last(), Some("configuration OK"));
 }
 
 #[test]
 fn check_config_prints_each_value_with_its_layer() {
     let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[http]\nhost = \"127.0.0.2\"\n");
+    write_secrets(dir.path(), "[log]\nfilter = \"warn\"\n", 0o600);
     let port = format!("{}HTTP__PORT", env_prefix());
-    let token = format!("{}WORK__UPSTREAM_TOKEN", env_prefix());
-    let output = check_config(dir.path(), &[(&port, "9000"), (&token, "s3cret-value")]);
+    let output = check_config(dir.path(), &config, &[(&port, "9000")]);
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 16, "{stdout}");
-    assert_eq!(lines[0], "http.host = \"127.0.0.1\" (base)");
+    assert_eq!(lines[0], "http.host = \"127.0.0.2\" (base)");
     assert_eq!(lines[1], "http.port = 9000 (env)");
+    assert_eq!(lines[2], "log.filter = \"warn\" (secrets)");
     assert!(
-        lines.contains(&"work.upstream_token = \"[redacted]\" (env)"),
+        lines.contains(&"heartbeat.interval_secs = 10.0 (default)"),
         "{stdout}"
     );
-    assert_eq!(lines[15], "configuration OK");
-    assert!(!stdout.contains("s3cret-value"));
+    assert!(
+        lines.contains(&"runtime.worker_threads = 0 (default)"),
+        "{stdout}"
+    );
+    assert_eq!(lines.last(), Some(&"configuration OK"));
+}
+
+#[test]
+fn a_key_in_secrets_and_env_takes_env_and_secrets_beat_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[http]\nport = 1111\nhost = \"127.0.0.3\"\n");
+    write_secrets(
+        dir.path(),
+        "[http]\nport = 2222\nhost = \"127.0.0.4\"\n",
+        0o600,
+    );
+    let port = format!("{}HTTP__PORT", env_prefix());
+    let output = check_config(dir.path(), &config, &[(&port, "3333")]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("http.port = 3333 (env)\n"), "{stdout}");
+    assert!(
+        stdout.contains("http.host = \"127.0.0.4\" (secrets)\n"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn every_bad_value_is_reported_then_exit_1() {
     let dir = tempfile::tempdir().unwrap();
-    let port = format!("{}HTTP__PORT", env_prefix());
-    let workers = format!("{}WORK__MAX_CONCURRENCY", env_prefix());
-    let output = check_config(dir.path(), &[(&port, "70000"), (&workers, "many")]);
+    let config = write_config(dir.path(), "[http]\nport = \"9000\"\n");
+    let port = format!("{}SHUTDOWN__TIMEOUT_SECS", env_prefix());
+    let threads = format!("{}RUNTIME__WORKER_THREADS", env_prefix());
+    let output = check_config(dir.path(), &config, &[(&port, "0"), (&threads, "many")]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains(&format!(
-            "config error: http.port (env {port}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"
-        )),
-        "{stderr}"
-    );
-    assert!(stderr.contains(&format!("config error: work.max_concurrency (env {workers}): \"many\" is not a whole number; allowed 1-1024")), "{stderr}");
+    for line in [
+        "config error: http.port (base): \"9000\" is not a whole number; allowed 1-65535 (0 picks a free port)".to_string(),
+        format!("config error: shutdown.timeout_secs (env {port}): 0.0 is out of range; allowed a number of seconds > 0 (fractions allowed)"),
+        format!("config error: runtime.worker_threads (env {threads}): \"many\" is not a whole number; allowed 0-1024 (0 = the available cores)"),
+    ] {
+        assert!(stderr.lines().any(|l| l == line), "missing {line:?} in {stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
 }
 
 #[test]
 fn a_secrets_file_open_to_others_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("prefix/key/env.toml");
-    std::fs::create_dir_all(secrets.parent().unwrap()).unwrap();
-    std::fs::write(&secrets, "[work]\nupstream_token = \"t\"\n").unwrap();
-    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let output = check_config(dir.path(), &[]);
+    let config = write_config(dir.path(), "");
+    let secrets = write_secrets(dir.path(), "[http]\nport = 1\n", 0o640);
+    let output = check_config(dir.path(), &config, &[]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
@@ -68,11 +121,11 @@ fn a_secrets_file_open_to_others_is_refused() {
         "{stderr}"
     );
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let output = check_config(dir.path(), &[]);
+    let output = check_config(dir.path(), &config, &[]);
     assert!(
         String::from_utf8(output.stdout)
             .unwrap()
-            .contains("work.upstream_token = \"[redacted]\" (secrets)")
+            .contains("http.port = 1 (secrets)")
     );
 }
 

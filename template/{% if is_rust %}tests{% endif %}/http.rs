@@ -57,7 +57,6 @@ fn metrics_hold_every_contract_name() {
         format!("{p}_heartbeat_timestamp_seconds "),
         format!("{p}_ready 1"),
         format!("{p}_degraded 0"),
-        format!("{p}_work_latency_ewma_seconds "),
         "process_cpu_seconds_total ".to_string(),
         "process_resident_memory_bytes ".to_string(),
         "process_open_fds ".to_string(),

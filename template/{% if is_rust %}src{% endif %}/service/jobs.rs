@@ -1,4 +1,4 @@
-//! The example work: a small, real, replaceable job that shows the patterns in place.
+//! The example job: a small, real, replaceable piece of work that shows the patterns in place.
 //!
 //! Every `work.interval_secs` a run calls the upstream (`GET work.upstream_url`, answer
 //! `{"value": <number>}`) with retries, in two stages: [`prepare`] (pure: the parsed body
@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metrics::{Gauge, Unit};
 use reqwest::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::context::{Context, Job};
 use crate::errors::{
     ApplicationError, Classify, DomainError, ErrorKind, InfrastructureError, WorkError,
 };
@@ -88,6 +90,18 @@ pub struct Upstream {
     pub token: Option<SecretString>,
 }
 
+impl Upstream {
+    /// The configured upstream, or `None` when `work.upstream_url` is empty.
+    pub fn from_settings(work: &super::settings::Work) -> Option<Self> {
+        Some(work.upstream_url.clone())
+            .filter(|u| !u.is_empty())
+            .map(|url| Upstream {
+                url,
+                token: work.upstream_token.expose().map(SecretString::from),
+            })
+    }
+}
+
 /// Runs the example work; shared by the scheduler and every run.
 pub struct Worker {
     upstream: Option<Upstream>,
@@ -96,6 +110,7 @@ pub struct Worker {
     data_dir: PathBuf,
     last: Mutex<Option<LastValue>>,
     latency: Mutex<Ewma>,
+    latency_gauge: Gauge,
     health: Arc<Health>,
     metrics: Handles,
 }
@@ -104,33 +119,48 @@ impl Worker {
     pub fn new(
         upstream: Option<Upstream>,
         interval: Duration,
+        client: reqwest::Client,
         data_dir: &Path,
         health: Arc<Health>,
         metrics: Handles,
-    ) -> Result<Self, reqwest::Error> {
+        latency_gauge: Gauge,
+    ) -> Self {
         let attempt_timeout = interval.min(MAX_ATTEMPT_TIMEOUT);
-        let client = reqwest::Client::builder()
-            .timeout(attempt_timeout)
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
         let last = load_last_value(data_dir);
         if last.is_some() {
             health.set_has_good_value();
         }
-        Ok(Self {
+        Self {
             upstream,
             client,
             attempt_timeout,
             data_dir: data_dir.to_path_buf(),
             last: Mutex::new(last),
             latency: Mutex::new(Ewma::new(EWMA_ALPHA)),
+            latency_gauge,
             health,
             metrics,
-        })
+        }
+    }
+
+    /// The worker of the service's settings, with the platform's client, health and metrics.
+    pub fn from_context(ctx: &Context) -> Self {
+        let work = &ctx.settings.work;
+        let latency = ctx.metrics.gauge(
+            "work_latency_ewma_seconds",
+            Some(Unit::Seconds),
+            "EWMA (alpha 0.3) of the latency of successful upstream calls",
+            &[],
+        );
+        Self::new(
+            Upstream::from_settings(work),
+            work.interval(),
+            ctx.client.clone(),
+            &ctx.data_dir,
+            ctx.health.clone(),
+            ctx.handles.clone(),
+            latency,
+        )
     }
 
     /// The value in use: the last good one.
@@ -144,7 +174,7 @@ impl Worker {
         upstream: &Upstream,
     ) -> Result<(serde_json::Value, Duration), WorkError> {
         let started = Instant::now();
-        let mut request = self.client.get(&upstream.url);
+        let mut request = self.client.get(&upstream.url).timeout(self.attempt_timeout);
         if let Some(token) = &upstream.token {
             request = request.header(AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
         }
@@ -196,7 +226,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .update(latency.as_secs_f64());
-        self.metrics.latency.set(average);
+        self.latency_gauge.set(average);
         match prepare(&body) {
             Prepared::Ready(value) => self.finalize(value),
             Prepared::Unprepared(reason) => Err(ApplicationError::Unprepared(reason).into()),
@@ -255,12 +285,45 @@ impl Worker {
             });
         }
     }
+
+    /// The job the platform runs: schedules runs until shutdown, then waits for the runs in
+    /// flight (every permit back means every run has finished).
+    pub fn job(self: Arc<Self>, interval: Duration, max_concurrency: u16, stop: Listener) -> Job {
+        Job::new("work", async move {
+            let max = usize::from(max_concurrency);
+            let permits = Arc::new(Semaphore::new(max));
+            self.schedule(interval, permits.clone(), stop).await;
+            let _ = permits
+                .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+                .await;
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn test_worker(upstream: Option<Upstream>, dir: &Path, health: Arc<Health>) -> Worker {
+        Worker::new(
+            upstream,
+            Duration::from_secs(1),
+            reqwest::Client::new(),
+            dir,
+            health,
+            Handles::noop(),
+            Gauge::noop(),
+        )
+    }
+
+    #[test]
+    fn the_default_alpha_is_0_3() {
+        assert_eq!(EWMA_ALPHA, 0.3);
+        let mut ewma = Ewma::new(EWMA_ALPHA);
+        ewma.update(10.0);
+        assert!((ewma.update(0.0) - 7.0).abs() < 1e-12);
+    }
 
     #[test]
     fn ewma_weights_the_newest_sample_by_alpha() {
@@ -292,14 +355,7 @@ mod tests {
     fn the_last_value_round_trips_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let health = Health::new(Duration::from_secs(1), Handles::noop());
-        let worker = Worker::new(
-            None,
-            Duration::from_secs(60),
-            dir.path(),
-            health.clone(),
-            Handles::noop(),
-        )
-        .unwrap();
+        let worker = test_worker(None, dir.path(), health.clone());
         assert_eq!(worker.last_value(), None);
         let stored = worker.finalize(42.0).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LAST_VALUE_FILE)).unwrap();
@@ -308,14 +364,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(load_last_value(dir.path()), Some(stored));
-        let again = Worker::new(
-            None,
-            Duration::from_secs(60),
-            dir.path(),
-            health,
-            Handles::noop(),
-        )
-        .unwrap();
+        let again = test_worker(None, dir.path(), health);
         assert_eq!(again.last_value(), Some(stored));
     }
 
@@ -329,14 +378,7 @@ mod tests {
         let url = format!("http://{}/value", closed.local_addr().unwrap());
         drop(closed);
         let upstream = Upstream { url, token: None };
-        let worker = Worker::new(
-            Some(upstream),
-            Duration::from_secs(1),
-            dir.path(),
-            health.clone(),
-            Handles::noop(),
-        )
-        .unwrap();
+        let worker = test_worker(Some(upstream), dir.path(), health.clone());
         tokio::time::pause();
         worker.run_once().await;
         assert_eq!(health.ready(), Err("degraded"));

@@ -1,6 +1,6 @@
 //! The smallest axum service a user would write instead of the generated one: the same
-//! three routes, a request counter, Prometheus text from metrics-exporter-prometheus, and a
-//! graceful stop on SIGTERM or SIGINT.
+//! three routes and the example's `/v1/value`, a request counter, Prometheus text from
+//! metrics-exporter-prometheus, and a graceful stop on SIGTERM or SIGINT.
 //!
 //! Usage: axum-peer PORT
 
@@ -34,6 +34,15 @@ async fn exposition(State(handle): State<PrometheusHandle>) -> impl IntoResponse
     )
 }
 
+/// `GET /v1/value`: the last value, formatted as the example service answers it.
+async fn value() -> impl IntoResponse {
+    let (value, fetched_at) = (42.0_f64, 1_764_250_000_u64);
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        format!("{{\"value\": {value:?}, \"fetched_at\": {fetched_at}}}"),
+    )
+}
+
 async fn stopped() {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -57,6 +66,7 @@ async fn main() {
         .route("/.well-known/ready", get(|| async { "ok" }))
         .route("/metrics", get(exposition))
         .with_state(handle)
+        .route("/v1/value", get(value))
         .layer(from_fn(count));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
