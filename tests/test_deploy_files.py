@@ -54,6 +54,34 @@ HARDENING: dict[str, list[str]] = {
 }
 
 
+# Resource limits: measured idle RSS of each flavour, and the headroom every memory cap keeps over it.
+IDLE_RSS_MIB = {"python": 50, "rust": 6}
+HEADROOM = 5
+LIMITS = ("MemoryHigh", "MemoryMax", "MemorySwapMax", "TasksMax", "CPUQuota")
+
+
+def _mib(value: str) -> float:
+    """A memory size of systemd (512M, 1G), Kubernetes (512Mi, 1Gi) or podman (512m) in MiB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG])i?", value, re.IGNORECASE)
+    assert match, f"not a memory size: {value!r}"
+    return float(match.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[match.group(2).upper()]
+
+
+def _cores(value: str | int | float) -> float:
+    """A CPU amount of Kubernetes ("1", 2, "500m") or systemd's CPUQuota ("200%") in cores."""
+    text = str(value)
+    if text.endswith("%"):
+        return float(text[:-1]) / 100
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_limit_parsers_read_each_unit() -> None:
+    assert [_mib("512M"), _mib("512Mi"), _mib("512m"), _mib("1G"), _mib("1024K")] == [512, 512, 512, 1024, 1]
+    assert [_cores("200%"), _cores("500m"), _cores("1"), _cores(2)] == [2, 0.5, 1, 2]
+    with pytest.raises(AssertionError, match="not a memory size"):
+        _mib("512")
+
+
 def test_every_target_is_covered_with_both_flavours() -> None:
     for target in ("systemd", "ansible", "kubernetes", "container"):
         assert {answers(c)["flavour"] for c in combos(target=target)} == {"python", "rust"}, target
@@ -161,6 +189,22 @@ def test_systemd_unit_follows_the_contract(combo: str) -> None:
     assert sorted(writable) == sorted(["/srv/run", f"/srv/data/{name}", f"/srv/app/{name}/log", f"/srv/app/{name}/tmp"])
 
 
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_unit_sets_resource_limits(combo: str) -> None:
+    d = _directives(_unit(combo))
+    missing = [key for key in LIMITS if key not in d]
+    assert not missing, f"resource limits missing from the unit: {missing}"
+    assert all(len(d[key]) == 1 for key in LIMITS), {key: d[key] for key in LIMITS}
+    idle = IDLE_RSS_MIB[answers(combo)["flavour"]]
+    memory_max, memory_high = _mib(d["MemoryMax"][0]), _mib(d["MemoryHigh"][0])
+    assert memory_max >= HEADROOM * idle, f"MemoryMax={d['MemoryMax'][0]}: less than {HEADROOM} x the idle {idle} MiB"
+    assert HEADROOM * idle <= memory_high < memory_max, "MemoryHigh reclaims before the cap, well above idle"
+    assert d["MemorySwapMax"] == ["0"]
+    # the threads: one per core (executor or Tokio workers) and, in Rust, Tokio's blocking pool
+    assert int(d["TasksMax"][0]) >= (512 + 64 if answers(combo)["flavour"] == "rust" else 64)
+    assert re.fullmatch(r"\d+%", d["CPUQuota"][0]) and _cores(d["CPUQuota"][0]) >= 1
+
+
 # ---------------------------------------------------------------------- logrotate
 def _logrotate_rules(combo: str) -> str:
     return (rendered(combo) / "deploy" / "logrotate" / answers(combo)["project_name"]).read_text()
@@ -255,6 +299,28 @@ def test_kubernetes_deployment_keeps_the_contract(combo: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("combo", combos(target="kubernetes"))
+def test_kubernetes_requests_and_limits_are_consistent(combo: str, tmp_path: Path) -> None:
+    docs = {p.name.split("-", 1)[1][:-5]: yaml.safe_load(p.read_text()) for p in _kustomize(rendered(combo), tmp_path)}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod["initContainers"]:
+        resources = container["resources"]
+        for kind in ("requests", "limits"):
+            assert set(resources.get(kind, {})) == {"cpu", "memory"}, f"{container['name']}: {kind} {resources}"
+        assert _mib(resources["limits"]["memory"]) >= _mib(resources["requests"]["memory"]), container["name"]
+        assert _cores(resources["limits"]["cpu"]) >= _cores(resources["requests"]["cpu"]), container["name"]
+    (main,) = pod["containers"]
+    idle = IDLE_RSS_MIB[answers(combo)["flavour"]]
+    assert _mib(main["resources"]["requests"]["memory"]) >= 2 * idle
+    # the same caps as the systemd unit of the same project
+    unit = _directives(_unit(combo))
+    assert _mib(main["resources"]["limits"]["memory"]) == _mib(unit["MemoryMax"][0])
+    assert _cores(main["resources"]["limits"]["cpu"]) == _cores(unit["CPUQuota"][0])
+    # and the comment says how to size them
+    text = (rendered(combo) / "deploy" / "kubernetes" / "base" / "deployment.yaml").read_text()
+    assert "Size them from" in text and "requests:" in text
+
+
+@pytest.mark.parametrize("combo", combos(target="kubernetes"))
 def test_kubernetes_config_is_the_projects_config(combo: str) -> None:
     root = rendered(combo)
     base = root / "deploy" / "kubernetes" / "base" / "config.toml"
@@ -293,6 +359,24 @@ def test_containerfile_builds_from_files_the_project_has(combo: str, tmp_path: P
         validate(["shellcheck", str(path)], tmp_path)
 
 
+@pytest.mark.parametrize("combo", combos(target="container"))
+def test_container_run_limits_are_documented(combo: str) -> None:
+    root, name = rendered(combo), answers(combo)["project_name"]
+    text = (root / "deploy" / "container" / "Containerfile").read_text()
+    (line,) = re.findall(r"^#\s+(podman run .+)$", text, re.MULTILINE)
+    flags = dict(re.findall(r"--([\w-]+)=(\S+)", line))
+    assert {"memory", "memory-swap", "pids-limit", "cpus"} <= set(flags), line
+    # the same caps as the systemd unit (both container renders have one)
+    unit = _directives(_unit(combo))
+    assert _mib(flags["memory"]) == _mib(flags["memory-swap"]) == _mib(unit["MemoryMax"][0])
+    assert int(flags["pids-limit"]) == int(unit["TasksMax"][0])
+    assert _cores(flags["cpus"]) == _cores(unit["CPUQuota"][0])
+    assert line.endswith(f" {name}")
+    # the README's container section gives the same command
+    readme = (root / "README.md").read_text()
+    assert line in readme, "the README's container section has no `podman run` line with the limits"
+
+
 # ---------------------------------------------------------------------- ansible
 def _ansible_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"), "HOME": str(tmp_path)}
@@ -319,7 +403,10 @@ def test_ansible_templates_render_the_deploy_files(combo: str) -> None:
     root, name = rendered(combo), answers(combo)["project_name"]
     templates = root / "deploy" / "ansible" / "roles" / "service" / "templates"
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    values = {"service_workdir": f"/srv/app/{name}", "service_prefix": "/srv", "service_user": name, "service_group": name}
+    group_vars = yaml.safe_load((root / "deploy" / "ansible" / "group_vars" / "all" / "service.yml").read_text())
+    values = {"service_workdir": f"/srv/app/{name}", "service_prefix": "/srv", "service_user": name, "service_group": name,
+              **{key: value for key, value in group_vars.items() if key.startswith(("service_memory_", "service_tasks_",
+                                                                                   "service_cpu_"))}}
     unit = env.from_string((templates / "service.j2").read_text()).render(values)
     rules = env.from_string((templates / "logrotate.j2").read_text()).render(values)
     assert unit.strip() in (root / "deploy" / "systemd" / f"{name}.service").read_text()
@@ -341,8 +428,18 @@ def test_ansible_playbook_rolls_one_host_at_a_time_and_waits_for_ready(combo: st
     defaults = yaml.safe_load((ansible / "roles" / "service" / "defaults" / "main.yml").read_text())
     assert defaults["service_ready_url"].endswith("/.well-known/ready")
     group_vars = yaml.safe_load((ansible / "group_vars" / "all" / "service.yml").read_text())
-    assert group_vars == {"service_name": answers(combo)["project_name"], "service_flavour": answers(combo)["flavour"],
-                          "service_http_port": answers(combo)["http_port"]}
+    limits = {"service_memory_high", "service_memory_max", "service_tasks_max", "service_cpu_quota"}
+    assert {key: value for key, value in group_vars.items() if key not in limits} == {
+        "service_name": answers(combo)["project_name"], "service_flavour": answers(combo)["flavour"],
+        "service_http_port": answers(combo)["http_port"]}
+    # the role's unit template reads the limits as variables, with the defaults of deploy/systemd
+    assert set(group_vars) >= limits
+    unit = _directives(_unit(combo))
+    assert [str(group_vars[f"service_{key}"]) for key in ("memory_high", "memory_max", "tasks_max", "cpu_quota")] \
+        == [unit[key][0] for key in ("MemoryHigh", "MemoryMax", "TasksMax", "CPUQuota")]
+    template = (ansible / "roles" / "service" / "templates" / "service.j2").read_text()
+    for key in ("MemoryHigh", "MemoryMax", "TasksMax", "CPUQuota"):
+        assert re.search(rf"^{key}={{{{ service_\w+ }}}}$", template, re.MULTILINE), key
 
 
 # ---------------------------------------------------------------------- README
@@ -387,3 +484,60 @@ def test_readme_deploy_sections_point_at_files_the_project_has(readme_template: 
         assert f"| {area} |" in readme, area
     for path in set(re.findall(r"`((?:deploy|\.github|cfg)/[^`\s]*|\.gitlab-ci\.yml)`", readme)):
         assert (root / path).exists(), f"README points at {path}, which the project does not have"
+
+
+# The ops standard's deployment checklist, as committed in tests/data (the standard lives outside the repository).
+CHECKLIST_FILE = Path(__file__).parent / "data" / "ops-checklist.md"
+# Items the generated service does not fulfil yet: their row must say so and what to do instead.
+NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging"), ("storage", "backups")}
+
+
+def _checklist() -> list[tuple[str, str]]:
+    """(area, item) for each item of the checklist, areas in lower case, items as the standard writes them."""
+    items = []
+    for area, rest in re.findall(r"^\d+\. \*\*(\w+)\*\*: (.+)$", CHECKLIST_FILE.read_text(), re.MULTILINE):
+        items += [(area.lower(), item.strip()) for item in rest.split(",")]
+    return items
+
+
+def _checklist_rows(readme: str) -> dict[tuple[str, str], str]:
+    """The rows of the README's deployment checklist: (area, item without backticks) -> the "fulfilled by" cell."""
+    section = readme.split("## Deployment checklist", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([a-z]+) \| (.+?) \| (.+) \|$", section, re.MULTILINE)
+    return {(area, item.replace("`", "").lower()): cell for area, item, cell in rows}
+
+
+def _missing_rows(readme: str) -> list[tuple[str, str]]:
+    rows = _checklist_rows(readme)
+    return [(area, item) for area, item in _checklist() if (area, item.lower()) not in rows]
+
+
+def test_checklist_copy_has_the_six_sections_of_the_standard() -> None:
+    items = _checklist()
+    assert [area for area, _ in items[::4]] == ["configuration", "logging", "monitoring", "storage", "security",
+                                                 "operations"]
+    assert len(items) == 24 and len(set(items)) == 24
+    assert ("storage", "${PREFIX}/data/<project>/ directory") in items and ("operations", "resource limits") in items
+    assert NOT_PROVIDED <= set(items)
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_readme_checklist_has_a_row_for_every_item_of_the_standard(combo: str) -> None:
+    root = rendered(combo)
+    readme = (root / "README.md").read_text()
+    assert _missing_rows(readme) == [], "checklist items without a row in the README"
+    rows = _checklist_rows(readme)
+    for area, item in _checklist():
+        cell = rows[(area, item.lower())]
+        # every cell names a file, a key or a command; an unfulfilled item says so, then what to do instead
+        assert "`" in cell, f"{area} / {item}: the cell names no file or command: {cell}"
+        if (area, item) in NOT_PROVIDED:
+            assert cell.startswith("**not provided**: ") and len(cell) > 80, f"{area} / {item}: {cell}"
+        if cell.startswith("**not provided**"):
+            assert "`" in cell.split("**not provided**", 1)[1], f"{area} / {item}: says not what to do: {cell}"
+    # the files of the source tree a cell names exist (deploy/ and cfg/ are checked by the test above)
+    for path in {path for path in re.findall(r"`(src/[^`\s]+)`", readme) if "*" not in path}:
+        assert (root / path).exists(), f"README points at {path}, which the project does not have"
+    # the check finds a dropped row: the TLS row removed, the item is reported
+    dropped = "\n".join(line for line in readme.splitlines() if "| TLS for network services |" not in line)
+    assert _missing_rows(dropped) == [("security", "TLS for network services")]
