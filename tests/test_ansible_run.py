@@ -79,6 +79,10 @@ def test_playbook_installs_the_layout_into_a_scratch_prefix(service_build: Built
     assert (workdir / "release.env").read_text() == "BUILD_COMMIT=abc1234\n"
     unit = (etc / f"{name}.service").read_text()
     assert f"WorkingDirectory={workdir}\n" in unit and f"Environment=PREFIX={prefix}\n" in unit
+    # the resource limits come from the playbook's group_vars
+    limits = dict(line.split("=", 1) for line in unit.splitlines()
+                  if line.startswith(("MemoryMax=", "TasksMax=", "CPUQuota=")))
+    assert set(limits) == {"MemoryMax", "TasksMax", "CPUQuota"} and "{{" not in "".join(limits.values()), limits
     assert f"{workdir}/log/{name}.log {{" in (etc / name).read_text()
 
     # the installed service accepts the installed configuration and secrets
