@@ -22,7 +22,8 @@ Then, for each file in HEAD:
    a gone file the team never changed is left gone: the new release replaces it.
 2. in a project-owned folder (copier.yml `_skip_if_exists`, which Copier never touches once
    a file exists): a file still exactly as the old render made it follows the new release
-   (changed, or removed if the release dropped it); one the team changed is left alone.
+   (changed, or removed if the release dropped it); one the team changed is left alone; one
+   the team deleted, which Copier renders again, is deleted again.
 
 Every action is one line on stderr, in words. After the update is committed, running it
 again finds nothing to do.
@@ -76,6 +77,19 @@ def committed(path: str) -> bytes | None:
 def head_files() -> list[str]:
     listed = git("ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.decode()
     return [name for name in listed.split("\0") if name]
+
+
+def new_files() -> list[str]:
+    """Files the update created: not in HEAD, not ignored (Copier refuses to update a dirty tree)."""
+    listed = git("ls-files", "-z", "--others", "--exclude-standard").stdout.decode()
+    return [name for name in listed.split("\0") if name]
+
+
+def prune_empty(folder: Path, folders: list[str]) -> None:
+    """Remove `folder` and its parents while they are empty, up to the project-owned folder."""
+    while owned(f"{folder.as_posix()}/", folders) and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def answers_of(text: bytes | str | None) -> dict[str, Any]:
@@ -199,17 +213,25 @@ def after_update(package: str, folders: list[str], answers_file: str) -> list[st
     files = head_files()
     gone = [p for p in files if not os.path.lexists(p)]
     mine = [p for p in files if owned(p, folders) and os.path.isfile(p)]
-    if not gone and not mine:
+    added = [p for p in new_files() if owned(p, folders)]
+    if not gone and not mine and not added:
         return []
     done: list[str] = []
     with tempfile.TemporaryDirectory(prefix="plumbline-update.") as name:
         tmp = Path(name)
         try:
-            base = render(old_ref, before, [*gone, *mine], tmp)
+            base = render(old_ref, before, [*gone, *mine, *added], tmp)
         except Exception as error:  # noqa: BLE001  (any failure: keep every changed file, say why)
             done.append(f"could not render the template at {old_ref} ({error}): every file the update "
                         "removed is kept as you had it")
             return done + [keep(p) for p in gone]
+        # Copier renders a project-owned file again when it is missing, even when the team
+        # deleted it (its rule skips existing files only): the old release had it, HEAD has
+        # not, so the team deleted it, and it stays deleted. A file new in the release arrives.
+        for path in added:
+            if path in base:
+                Path(path).unlink()
+                prune_empty(Path(path).parent, folders)
         for path in gone:
             ours = committed(path)
             if ours is None or ours == base.get(path):

@@ -403,6 +403,17 @@ def test_a_file_the_team_deleted_stays_deleted(repo: TemplateRepo, workdir: Path
     assert not (project / OLD_ALERT_TESTS).exists()
 
 
+def test_an_example_file_the_team_deleted_from_its_service_part_stays_deleted(
+        repo: TemplateRepo, workdir: Path) -> None:
+    """The README has the team delete the example's test; Copier renders a missing owned file again."""
+    project = generated(repo, workdir / "project", repo.head.tag)
+    shutil.rmtree(project / "tests/service")
+    commit_all(project, "the team's own service part, no example test")
+    update_cli(project, "--skip-answered")
+    assert not (project / "tests/service").exists()
+    assert git(project, "status", "--porcelain") == ""
+
+
 def next_release(repo: TemplateRepo, workdir: Path, change: dict[str, tuple[str, str]]) -> tuple[TemplateRepo, str]:
     """A private copy of the template with one more release on top of HEAD, made of `change`."""
     copy = workdir / "plumbline-next"
