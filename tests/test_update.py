@@ -409,9 +409,12 @@ def test_an_example_file_the_team_deleted_from_its_service_part_stays_deleted(
     project = generated(repo, workdir / "project", repo.head.tag)
     shutil.rmtree(project / "tests/service")
     commit_all(project, "the team's own service part, no example test")
-    update_cli(project, "--skip-answered")
+    output = update_cli(project, "--skip-answered")
     assert not (project / "tests/service").exists()
     assert git(project, "status", "--porcelain") == ""
+    # Nothing changed: one line says so, instead of asking for a review of nothing.
+    assert "order-router already follows this template release: nothing changed." in output
+    assert "Before committing" not in output
 
 
 def next_release(repo: TemplateRepo, workdir: Path, change: dict[str, tuple[str, str]]) -> tuple[TemplateRepo, str]:
