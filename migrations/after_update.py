@@ -25,6 +25,9 @@ Then, for each file in HEAD:
    (changed, or removed if the release dropped it); one the team changed is left alone; one
    the team deleted, which Copier renders again, is deleted again.
 
+3. a line of the project that still names a module the update moved (the team's own
+   `from <package>.work import ...`, `crate::work::...`) is named, file and line.
+
 Every action is one line on stderr, in words. After the update is committed, running it
 again finds nothing to do.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,6 +58,14 @@ MOVES = {
     "tests/test_work.py": "tests/service/test_jobs.py",
     "src/work.rs": "src/service/jobs.rs",
     "tests/work.rs": "tests/service/main.rs",
+}
+# Modules the template moved: the file that held one -> (its old name, its new name, the
+# files that may name it, a pattern of those names: Python imports, Rust paths). The team's own
+# lines that still name the old module are listed after the update, file and line.
+RENAMED_MODULES = {
+    "src/{package}/work.py": ("{package}.work", "{package}.service.jobs", ".py",
+                              r"^\s*(?:from|import) {package}\.work\b|^\s*from (?:{package}|\.) import work\b|^\s*from \.work\b"),
+    "src/work.rs": ("crate::work", "crate::service::jobs", ".rs", r"\b(?:crate|{package})::work\b"),
 }
 # The labels Copier itself writes on an update conflict, so that one search finds them all.
 LABELS = ("before updating", "last update", "after updating")
@@ -191,6 +203,25 @@ def carry_over(old: str, new: str, ours: bytes, base: bytes | None, tmp: Path) -
     return f"{old} is now {new}: your changes are merged into it"
 
 
+def stale_imports(package: str, moved: list[str]) -> list[str]:
+    """One line per line of the project that still names a module the update moved."""
+    lines = []
+    for old_path, (old, new, suffix, pattern) in RENAMED_MODULES.items():
+        if old_path.format(package=package) not in moved:
+            continue
+        names = re.compile(pattern.format(package=re.escape(package)), re.MULTILINE)
+        listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout.decode()
+        for path in sorted({name for name in listed.split("\0") if name.endswith(suffix)}):
+            if not os.path.isfile(path):
+                continue
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            for found in names.finditer(text):
+                line = text.count("\n", 0, found.start()) + 1
+                lines.append(f"{path}:{line} still names {found.group(0).strip()} "
+                             f"({old.format(package=package)} is now {new.format(package=package)})")
+    return lines
+
+
 def keep(path: str) -> str:
     git("checkout", "HEAD", "--", path)
     Path(f"{path}.rej").unlink(missing_ok=True)
@@ -241,6 +272,7 @@ def after_update(package: str, folders: list[str], answers_file: str) -> list[st
                 done.append(carry_over(path, target, ours, base.get(path), tmp))
             else:
                 done.append(keep(path))
+        done += stale_imports(package, gone)
         untouched = [p for p in mine if p in base and committed(p) == base[p]]
         new = render(new_ref, now, untouched, tmp) if untouched else {}
         for path in untouched:

@@ -328,6 +328,20 @@ def test_from_the_previous_release_in_a_clone_without_tags(tagless: TemplateRepo
     assert "plumbline update: src/order_router/work.py is now src/order_router/service/jobs.py" in output
 
 
+def test_a_teams_line_that_imports_the_moved_module_is_named(repo: TemplateRepo, workdir: Path) -> None:
+    project = generated(repo, workdir / "project", repo.previous.tag, flavour="python")
+    work_tests = project / "tests/test_work.py"
+    work_tests.write_text(work_tests.read_text() + (
+        "\n\ndef test_the_teams_import() -> None:\n    from order_router.work import prepare\n\n    assert prepare\n"))
+    commit_all(project, "the team's test")
+    output = update_cli(project)
+    lines = (project / "tests/service/test_jobs.py").read_text().splitlines()
+    number = lines.index("    from order_router.work import prepare") + 1
+    assert (f"plumbline update: tests/service/test_jobs.py:{number} still names from order_router.work "
+            "(order_router.work is now order_router.service.jobs)") in output, output
+    assert output.count("still names") == 1, output
+
+
 def test_from_the_previous_release_in_a_tagged_clone(repo: TemplateRepo, workdir: Path) -> None:
     project = generated(repo, workdir / "project", repo.previous.tag, flavour="rust")
     add_team_code(project, "rust")
