@@ -262,6 +262,7 @@ def after_update(package: str, folders: list[str], answers_file: str) -> list[st
         for path in added:
             if path in base:
                 Path(path).unlink()
+                Path(f"{path}.rej").unlink(missing_ok=True)  # the release's change to it, with --conflict rej
                 prune_empty(Path(path).parent, folders)
         for path in gone:
             ours = committed(path)

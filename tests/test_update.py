@@ -478,6 +478,20 @@ SERVICE_API = "template/{% if is_python %}src{% endif %}/{{ package_name }}/serv
 PLATFORM_APP = "template/{% if is_python %}src{% endif %}/{{ package_name }}/app.py"
 
 
+SERVICE_TESTS = "template/{% if is_python %}tests{% endif %}/service/test_jobs.py.jinja"
+
+
+def test_a_deleted_example_test_stays_deleted_when_the_release_changes_it(repo: TemplateRepo, workdir: Path) -> None:
+    first = (TEMPLATE / SERVICE_TESTS).read_text().splitlines()[0]
+    newer, tag = next_release(repo, workdir, {SERVICE_TESTS: (first, f"{first}\n# example change of the next release")})
+    project = generated(newer, workdir / "project", repo.head.tag)
+    shutil.rmtree(project / "tests/service")
+    commit_all(project, "the team's own service part, no example test")
+    update(project, tag)
+    assert not (project / "tests/service").exists()
+    assert git(project, "status", "--porcelain").splitlines() == [" M .copier-answers.yml"]
+
+
 def test_a_platform_change_arrives_while_the_service_part_stays_the_teams(repo: TemplateRepo, workdir: Path) -> None:
     """A later release changes a platform file and an example file of the service part."""
     app_line = (TEMPLATE / PLATFORM_APP).read_text().splitlines()[0]
