@@ -22,7 +22,11 @@ Then, for each file in HEAD:
    a gone file the team never changed is left gone: the new release replaces it.
 2. in a project-owned folder (copier.yml `_skip_if_exists`, which Copier never touches once
    a file exists): a file still exactly as the old render made it follows the new release
-   (changed, or removed if the release dropped it); one the team changed is left alone.
+   (changed, or removed if the release dropped it); one the team changed is left alone; one
+   the team deleted, which Copier renders again, is deleted again.
+
+3. a line of the project that still names a module the update moved (the team's own
+   `from <package>.work import ...`, `crate::work::...`) is named, file and line.
 
 Every action is one line on stderr, in words. After the update is committed, running it
 again finds nothing to do.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,6 +58,14 @@ MOVES = {
     "tests/test_work.py": "tests/service/test_jobs.py",
     "src/work.rs": "src/service/jobs.rs",
     "tests/work.rs": "tests/service/main.rs",
+}
+# Modules the template moved: the file that held one -> (its old name, its new name, the
+# files that may name it, a pattern of those names: Python imports, Rust paths). The team's own
+# lines that still name the old module are listed after the update, file and line.
+RENAMED_MODULES = {
+    "src/{package}/work.py": ("{package}.work", "{package}.service.jobs", ".py",
+                              r"^\s*(?:from|import) {package}\.work\b|^\s*from (?:{package}|\.) import work\b|^\s*from \.work\b"),
+    "src/work.rs": ("crate::work", "crate::service::jobs", ".rs", r"\b(?:crate|{package})::work\b"),
 }
 # The labels Copier itself writes on an update conflict, so that one search finds them all.
 LABELS = ("before updating", "last update", "after updating")
@@ -76,6 +89,19 @@ def committed(path: str) -> bytes | None:
 def head_files() -> list[str]:
     listed = git("ls-tree", "-r", "-z", "--name-only", "HEAD").stdout.decode()
     return [name for name in listed.split("\0") if name]
+
+
+def new_files() -> list[str]:
+    """Files the update created: not in HEAD, not ignored (Copier refuses to update a dirty tree)."""
+    listed = git("ls-files", "-z", "--others", "--exclude-standard").stdout.decode()
+    return [name for name in listed.split("\0") if name]
+
+
+def prune_empty(folder: Path, folders: list[str]) -> None:
+    """Remove `folder` and its parents while they are empty, up to the project-owned folder."""
+    while owned(f"{folder.as_posix()}/", folders) and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def answers_of(text: bytes | str | None) -> dict[str, Any]:
@@ -177,6 +203,25 @@ def carry_over(old: str, new: str, ours: bytes, base: bytes | None, tmp: Path) -
     return f"{old} is now {new}: your changes are merged into it"
 
 
+def stale_imports(package: str, moved: list[str]) -> list[str]:
+    """One line per line of the project that still names a module the update moved."""
+    lines = []
+    for old_path, (old, new, suffix, pattern) in RENAMED_MODULES.items():
+        if old_path.format(package=package) not in moved:
+            continue
+        names = re.compile(pattern.format(package=re.escape(package)), re.MULTILINE)
+        listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout.decode()
+        for path in sorted({name for name in listed.split("\0") if name.endswith(suffix)}):
+            if not os.path.isfile(path):
+                continue
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            for found in names.finditer(text):
+                line = text.count("\n", 0, found.start()) + 1
+                lines.append(f"{path}:{line} still names {found.group(0).strip()} "
+                             f"({old.format(package=package)} is now {new.format(package=package)})")
+    return lines
+
+
 def keep(path: str) -> str:
     git("checkout", "HEAD", "--", path)
     Path(f"{path}.rej").unlink(missing_ok=True)
@@ -199,17 +244,26 @@ def after_update(package: str, folders: list[str], answers_file: str) -> list[st
     files = head_files()
     gone = [p for p in files if not os.path.lexists(p)]
     mine = [p for p in files if owned(p, folders) and os.path.isfile(p)]
-    if not gone and not mine:
+    added = [p for p in new_files() if owned(p, folders)]
+    if not gone and not mine and not added:
         return []
     done: list[str] = []
     with tempfile.TemporaryDirectory(prefix="plumbline-update.") as name:
         tmp = Path(name)
         try:
-            base = render(old_ref, before, [*gone, *mine], tmp)
+            base = render(old_ref, before, [*gone, *mine, *added], tmp)
         except Exception as error:  # noqa: BLE001  (any failure: keep every changed file, say why)
             done.append(f"could not render the template at {old_ref} ({error}): every file the update "
                         "removed is kept as you had it")
             return done + [keep(p) for p in gone]
+        # Copier renders a project-owned file again when it is missing, even when the team
+        # deleted it (its rule skips existing files only): the old release had it, HEAD has
+        # not, so the team deleted it, and it stays deleted. A file new in the release arrives.
+        for path in added:
+            if path in base:
+                Path(path).unlink()
+                Path(f"{path}.rej").unlink(missing_ok=True)  # the release's change to it, with --conflict rej
+                prune_empty(Path(path).parent, folders)
         for path in gone:
             ours = committed(path)
             if ours is None or ours == base.get(path):
@@ -219,6 +273,7 @@ def after_update(package: str, folders: list[str], answers_file: str) -> list[st
                 done.append(carry_over(path, target, ours, base.get(path), tmp))
             else:
                 done.append(keep(path))
+        done += stale_imports(package, gone)
         untouched = [p for p in mine if p in base and committed(p) == base[p]]
         new = render(new_ref, now, untouched, tmp) if untouched else {}
         for path in untouched:

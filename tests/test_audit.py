@@ -149,6 +149,26 @@ def test_an_edited_template_owned_file_is_drift(in_line: Path, copy_of) -> None:
     assert "WARN" in tolerant.stdout and "README.md" in tolerant.stdout
 
 
+def test_the_services_values_in_its_config_are_a_warning(in_line: Path, copy_of) -> None:
+    """Every service sets its values and its sections in cfg/config.toml, as its README says."""
+    project = copy_of(in_line)
+    config = project / "cfg" / "config.toml"
+    config.write_text(config.read_text().replace("port = 8080", "port = 9090", 1))
+
+    code, report = audit_json(str(project))
+
+    (finding,) = report["projects"][0]["findings"]
+    assert code == 0 and report["projects"][0]["status"] == "in line"
+    assert (finding["rule"], finding["level"], finding["path"]) == ("drift", "warn", "cfg/config.toml")
+    assert finding["message"].startswith("the service's values: +1/-1 lines")
+    # a contract key removed from it still fails, through config-keys
+    config.write_text(config.read_text().replace('\nurl = ""\n', "\n"))
+    code, report = audit_json(str(project))
+    assert code == 1
+    assert ("config-keys", "fail", "contract key apm.url is missing") in {
+        (f["rule"], f["level"], f["message"]) for f in report["projects"][0]["findings"]}
+
+
 def test_edits_in_the_service_part_are_not_drift(in_line: Path, copy_of) -> None:
     project = copy_of(in_line)
     package = ANSWERS["project_name"].replace("-", "_")

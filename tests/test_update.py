@@ -328,6 +328,20 @@ def test_from_the_previous_release_in_a_clone_without_tags(tagless: TemplateRepo
     assert "plumbline update: src/order_router/work.py is now src/order_router/service/jobs.py" in output
 
 
+def test_a_teams_line_that_imports_the_moved_module_is_named(repo: TemplateRepo, workdir: Path) -> None:
+    project = generated(repo, workdir / "project", repo.previous.tag, flavour="python")
+    work_tests = project / "tests/test_work.py"
+    work_tests.write_text(work_tests.read_text() + (
+        "\n\ndef test_the_teams_import() -> None:\n    from order_router.work import prepare\n\n    assert prepare\n"))
+    commit_all(project, "the team's test")
+    output = update_cli(project)
+    lines = (project / "tests/service/test_jobs.py").read_text().splitlines()
+    number = lines.index("    from order_router.work import prepare") + 1
+    assert (f"plumbline update: tests/service/test_jobs.py:{number} still names from order_router.work "
+            "(order_router.work is now order_router.service.jobs)") in output, output
+    assert output.count("still names") == 1, output
+
+
 def test_from_the_previous_release_in_a_tagged_clone(repo: TemplateRepo, workdir: Path) -> None:
     project = generated(repo, workdir / "project", repo.previous.tag, flavour="rust")
     add_team_code(project, "rust")
@@ -403,6 +417,20 @@ def test_a_file_the_team_deleted_stays_deleted(repo: TemplateRepo, workdir: Path
     assert not (project / OLD_ALERT_TESTS).exists()
 
 
+def test_an_example_file_the_team_deleted_from_its_service_part_stays_deleted(
+        repo: TemplateRepo, workdir: Path) -> None:
+    """The README has the team delete the example's test; Copier renders a missing owned file again."""
+    project = generated(repo, workdir / "project", repo.head.tag)
+    shutil.rmtree(project / "tests/service")
+    commit_all(project, "the team's own service part, no example test")
+    output = update_cli(project, "--skip-answered")
+    assert not (project / "tests/service").exists()
+    assert git(project, "status", "--porcelain") == ""
+    # Nothing changed: one line says so, instead of asking for a review of nothing.
+    assert "order-router already follows this template release: nothing changed." in output
+    assert "Before committing" not in output
+
+
 def next_release(repo: TemplateRepo, workdir: Path, change: dict[str, tuple[str, str]]) -> tuple[TemplateRepo, str]:
     """A private copy of the template with one more release on top of HEAD, made of `change`."""
     copy = workdir / "plumbline-next"
@@ -448,6 +476,20 @@ def test_a_conflicting_edit_is_shown_never_dropped(repo: TemplateRepo, workdir: 
 
 SERVICE_API = "template/{% if is_python %}src{% endif %}/{{ package_name }}/service/api.py.jinja"
 PLATFORM_APP = "template/{% if is_python %}src{% endif %}/{{ package_name }}/app.py"
+
+
+SERVICE_TESTS = "template/{% if is_python %}tests{% endif %}/service/test_jobs.py.jinja"
+
+
+def test_a_deleted_example_test_stays_deleted_when_the_release_changes_it(repo: TemplateRepo, workdir: Path) -> None:
+    first = (TEMPLATE / SERVICE_TESTS).read_text().splitlines()[0]
+    newer, tag = next_release(repo, workdir, {SERVICE_TESTS: (first, f"{first}\n# example change of the next release")})
+    project = generated(newer, workdir / "project", repo.head.tag)
+    shutil.rmtree(project / "tests/service")
+    commit_all(project, "the team's own service part, no example test")
+    update(project, tag)
+    assert not (project / "tests/service").exists()
+    assert git(project, "status", "--porcelain").splitlines() == [" M .copier-answers.yml"]
 
 
 def test_a_platform_change_arrives_while_the_service_part_stays_the_teams(repo: TemplateRepo, workdir: Path) -> None:
