@@ -173,8 +173,8 @@ def _replace_service(project: Path, code: str, old: str, section: str) -> None:
     (project / "src" / "service" / "mod.rs").write_text(code)
     config = project / "cfg" / "config.toml"
     text = config.read_text()
-    start = text.index(old)
-    end = text.index("\n[", start + 1)
+    start = text.index(f"\n{old}\n") + 1  # the table's header, not a comment that names it
+    end = text.index("\n[", start)
     config.write_text(text[:start] + section + text[end + 1:])
 
 

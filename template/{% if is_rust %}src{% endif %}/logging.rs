@@ -184,11 +184,12 @@ impl LogFile {
         Ok(())
     }
 
-    fn write_line(&self, line: &[u8]) -> io::Result<()> {
-        self.file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write_all(line)
+    /// Writes the line to the file, then calls `also` while still holding the file's lock.
+    fn write_line(&self, line: &[u8], also: impl FnOnce()) -> io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = file.write_all(line);
+        also();
+        written
     }
 }
 
@@ -212,16 +213,22 @@ pub struct SinkWriter<'a> {
 
 impl Write for SinkWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // The file first: whoever sees a line on stderr finds it in the file already.
-        let written = self
-            .sink
-            .file
-            .as_ref()
-            .map_or(Ok(()), |file| file.write_line(buf));
-        if self.sink.stderr {
-            // A closed stderr must not lose the line that the file got.
-            let _ = io::stderr().lock().write_all(buf);
-        }
+        // A closed stderr must not lose the line that the file got.
+        let to_stderr = || {
+            if self.sink.stderr {
+                let _ = io::stderr().lock().write_all(buf);
+            }
+        };
+        // The file first: whoever sees a line on stderr finds it in the file already. Both
+        // under the file's lock, so that threads logging at once leave their lines in the
+        // same order on stderr and in the file.
+        let written = match &self.sink.file {
+            Some(file) => file.write_line(buf, to_stderr),
+            None => {
+                to_stderr();
+                Ok(())
+            }
+        };
         written.map(|()| buf.len())
     }
 
