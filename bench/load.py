@@ -74,7 +74,8 @@ AMBIENT = ("RUST_LOG", "APM_URL", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PI
 class Targets:
     """The figures each flavour must reach; checked and reported by every run."""
 
-    live_throughput_vs_peer: float = 0.8  # at least this × the peer's req/s on /.well-known/live
+    python_live_vs_peer: float = 0.8  # at least this × the aiohttp peer's req/s on /.well-known/live
+    rust_live_vs_peer: float = 0.9  # at least this × the axum peer's req/s on /.well-known/live
     live_p99_vs_peer: float = 1.5  # at most this × the peer's p99
     python_metrics_vs_peer: float = 1.0  # /metrics: no slower than the aiohttp peer
     rust_metrics_vs_python: float = 10.0  # /metrics: Rust at least this × the Python flavour
@@ -237,7 +238,6 @@ def build_axum_peer() -> Server:
         argv=[str(binary), "{port}"],
         cwd=PEERS,
         binary_size=binary.stat().st_size,
-        routes=ROUTES[:2],  # no /v1/value route in this peer
     )
 
 
@@ -626,9 +626,10 @@ def target_lines(servers: list[Server], summary: dict[str, Summary], t: Targets 
         s, p = summary[flavour], summary[peer]
         rps = ratio(nan_get(s.rps, live), nan_get(p.rps, live))
         p99 = ratio(nan_get(s.p99, live), nan_get(p.p99, live))
+        least = t.rust_live_vs_peer if flavour == "rust flavour" else t.python_live_vs_peer
         lines.append(
             f"- {flavour} `{live}` throughput {fmt(rps)}× the {peer}'s "
-            f"(target ≥ {t.live_throughput_vs_peer}×): **{check(rps, t.live_throughput_vs_peer, True)}**"
+            f"(target ≥ {least}×): **{check(rps, least, True)}**"
         )
         lines.append(
             f"- {flavour} `{live}` p99 {fmt(p99)}× the {peer}'s "
