@@ -352,18 +352,6 @@ def test_from_the_previous_release_in_a_tagged_clone(repo: TemplateRepo, workdir
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == repo.head.tag
 
 
-TEAM_ALERT_CASE = """\
-  - name: a flapping target does not page (added by the team)
-    interval: 1m
-    input_series:
-      - series: up{job="order-router", instance="c:8080"}
-        values: 1 0 1 0 1 0 1
-    alert_rule_test:
-      - eval_time: 6m
-        alertname: OrderRouterDown
-        exp_alerts: []
-"""
-
 
 # A commit between v0.1.0 and v0.2.0 (the example work still in work.py / work.rs).
 BETWEEN_THE_RELEASES = "8f3f461"
