@@ -95,31 +95,19 @@ MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- the services (platform)
     mutant("python-env-before-secrets", f"{PY_SRC}/config.py",
            '    secrets_path = Path(prefix) / "key" / "env.toml"\n',
-           '    merged.merge(_environment(env, merged), "env")\n    secrets_path = Path(prefix) / "key" / "env.toml"\n',
+           '    merged.merge(_environment(model, env, merged), "env")\n    secrets_path = Path(prefix) / "key" / "env.toml"\n',
            "tests/contract/test_config.py|-k|env_overrides_secrets and python",
            "the env layer merged before the secrets layer (secrets then win over env)", slow=True,
-           more=(('                merged.merge(secrets, "secrets")\n    merged.merge(_environment(env, merged), "env")\n',
-                  '                merged.merge(secrets, "secrets")\n'),),
-           # after the platform/service split: the sections' model is passed along
-           variants=((('    secrets_path = Path(prefix) / "key" / "env.toml"\n',
-                       '    merged.merge(_environment(model, env, merged), "env")\n'
-                       '    secrets_path = Path(prefix) / "key" / "env.toml"\n'),
-                      ('                merged.merge(secrets, "secrets")\n'
-                       '    merged.merge(_environment(model, env, merged), "env")\n',
-                       '                merged.merge(secrets, "secrets")\n')),)),
+           more=(('                merged.merge(secrets, "secrets")\n    merged.merge(_environment(model, env, merged), "env")\n',
+                  '                merged.merge(secrets, "secrets")\n'),)),
     mutant("rust-env-before-secrets", f"{RS_SRC}/config.rs",
            "    let secrets = sources.secrets_file();\n",
-           "    layers.push(LayerValues::from_env(&sources.env, &mut errors));\n    let secrets = sources.secrets_file();\n",
+           "    layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));\n"
+           "    let secrets = sources.secrets_file();\n",
            "tests/contract/test_config.py|-k|env_overrides_secrets and rust",
            "the env layer merged before the secrets layer (secrets then win over env)", slow=True,
-           more=(("    }\n    layers.push(LayerValues::from_env(&sources.env, &mut errors));\n    if !errors",
-                  "    }\n    if !errors"),),
-           # after the platform/service split: the layers are read against the schema
-           variants=((("    let secrets = sources.secrets_file();\n",
-                       "    layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));\n"
-                       "    let secrets = sources.secrets_file();\n"),
-                      ("    }\n    layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));\n    if !errors",
-                       "    }\n    if !errors")),)),
+           more=(("    }\n    layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));\n    if !errors",
+                  "    }\n    if !errors"),)),
     mutant("python-heartbeat-once", f"{PY_SRC}/heartbeat.py",
            "    while True:\n        now = time.time()\n        write(path, now)\n",
            "    write(path, time.time())\n    while True:\n        now = time.time()\n",
@@ -131,8 +119,6 @@ MUTANTS: list[Mutant] = [
            "tests/contract/test_heartbeat.py|-k|advances and rust",
            "the heartbeat file written once at start, never again", slow=True),
     # ---------------------------------------------------------------- the example service (team-owned part)
-    # These two need the platform/service split merged: the example work moves from work.py /
-    # work.rs to service/jobs.*. Until then their old text is not found, an error, not a kill.
     mutant("python-ewma-alpha", f"{PY_SRC}/service/jobs.py.jinja", "EWMA_ALPHA = 0.3\n", "EWMA_ALPHA = 1.0\n",
            "tests/test_python_flavour.py|-k|test_generated_project_sets_up_lints_tests_and_stays_formatted and defaults",
            "the latency EWMA's default alpha 1.0 (no smoothing) instead of 0.3", slow=True),
