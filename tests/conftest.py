@@ -82,7 +82,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if EXTERNAL is not None:
         import external
 
-        external.deselect(config, items)
+        external.deselect(config, items, EXTERNAL)
 
 
 @pytest.fixture

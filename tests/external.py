@@ -3,13 +3,17 @@
 When PLUMBLINE_SERVICE_COMMAND is set, the suite does not render and build the template: it
 runs that command line as the service binary (`<command> run`, `<command> check-config`...),
 with a copy of PLUMBLINE_SERVICE_PROJECT's cfg/ as the working configuration, once, under the
-parameter id `external`. Tests that compare the two flavours, and the example service's own
-tests (unless PLUMBLINE_WITH_EXAMPLE=1), are deselected: they say nothing about a team's service.
+parameter id `external`. Tests that compare the two flavours are deselected: they say nothing
+about a team's service. Tests marked `example` check the template's example service part (its
+[work] job, GET /v1/value, the upstream): they run when the service still has it, and are
+skipped, each with a line saying why, when the team replaced it.
 
     PLUMBLINE_SERVICE_COMMAND  the service's command line (shell syntax)
     PLUMBLINE_SERVICE_PROJECT  the project folder: cfg/config.toml, .copier-answers.yml (default: .)
     PLUMBLINE_SERVICE_NAME     the service's name (default: project_name in the answers file)
     PLUMBLINE_SERVICE_FLAVOUR  python or rust (default: flavour in the answers file)
+    PLUMBLINE_WITH_EXAMPLE     auto (default: the example is there when cfg/config.toml has its
+                               [work] keys), yes or no
 
 With PLUMBLINE_SERVICE_URL instead of a command, the service is one already running (a
 staging host): only the read-only HTTP checks that hold for a service in use run against it
@@ -31,8 +35,9 @@ import yaml
 import services
 from services import BuiltService, Response, request
 
-# Modules that test the example service part (its job and GET /v1/value), not the platform's contract.
-EXAMPLE_MODULES = {"test_work.py", "test_value.py"}
+# The example service part's [work] keys: a base configuration with all of them has the example.
+EXAMPLE_KEYS = {"interval_secs", "max_concurrency", "upstream_url"}
+EXAMPLE_CHOICES = ("auto", "yes", "no")
 # Fixtures that build both flavours from the template.
 TEMPLATE_BUILDS = {"python_service", "rust_service"}
 # The checks that hold for a running service whatever it did before: module -> tests (None: all).
@@ -71,6 +76,7 @@ def external_build() -> BuiltService | None:
     if not name or not flavour:
         raise ExternalServiceError("give the service's name and flavour: no .copier-answers.yml to read them from")
     settings = tomllib.loads(config.read_text())
+    example = has_example(settings)
     answers = {**answers, "http_port": answers.get("http_port", settings.get("http", {}).get("port"))}
     if "work" not in settings:
         # a service part without the example's [work] section: do not set its keys
@@ -80,7 +86,29 @@ def external_build() -> BuiltService | None:
     wrapper = Path(tempfile.mkdtemp(prefix="plumbline-service-")) / str(name)
     wrapper.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
     wrapper.chmod(0o755)
-    return BuiltService(flavour=str(flavour), project=project, binary=wrapper, name=str(name), answers=answers)
+    return BuiltService(
+        flavour=str(flavour), project=project, binary=wrapper, name=str(name), answers=answers, example=example
+    )
+
+
+def has_example(settings: dict[str, Any]) -> bool:
+    """Whether the service part is still the template's example, as PLUMBLINE_WITH_EXAMPLE says."""
+    choice = os.environ.get("PLUMBLINE_WITH_EXAMPLE", "auto").strip().lower() or "auto"
+    if choice not in EXAMPLE_CHOICES:
+        raise ExternalServiceError(f"PLUMBLINE_WITH_EXAMPLE={choice!r}: allowed {', '.join(EXAMPLE_CHOICES)}")
+    if choice != "auto":
+        return choice == "yes"
+    work = settings.get("work")
+    return isinstance(work, dict) and EXAMPLE_KEYS <= set(work)
+
+
+def example_skip_reason() -> str:
+    if os.environ.get("PLUMBLINE_WITH_EXAMPLE", "auto").strip().lower() == "no":
+        return "checks the example service part, left out (--example no)"
+    return (
+        "checks the example service part ([work] job, GET /v1/value, upstream), "
+        "which this service replaced (cfg/config.toml has no [work] section with its keys)"
+    )
 
 
 class RemoteService:
@@ -117,16 +145,18 @@ def _remote_check(item: pytest.Item) -> bool:
     return wanted is None or name in wanted
 
 
-def deselect(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave out what does not apply to an external service."""
-    with_example = os.environ.get("PLUMBLINE_WITH_EXAMPLE") == "1"
+def deselect(config: pytest.Config, items: list[pytest.Item], built: BuiltService) -> None:
+    """Leave out what does not apply to an external service; skip, saying why, the example's checks
+    when the service has no example."""
     remote = bool(os.environ.get("PLUMBLINE_SERVICE_URL"))
+    skip_example = pytest.mark.skip(reason=example_skip_reason())
     keep, drop = [], []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        example = item.path.name in EXAMPLE_MODULES and not with_example
         unfit = remote and not _remote_check(item)
-        (drop if names & TEMPLATE_BUILDS or example or unfit else keep).append(item)
+        (drop if names & TEMPLATE_BUILDS or unfit else keep).append(item)
+        if not built.example and item.get_closest_marker("example") is not None:
+            item.add_marker(skip_example)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -109,6 +109,9 @@ class BuiltService:
     binary: Path
     name: str  # kebab case, the binary's and the files' name
     answers: dict[str, Any]
+    # The service part is the template's example (its [work] job and GET /v1/value); a team
+    # that replaced it has checks marked `example` skipped (tests/external.py).
+    example: bool = True
 
     @property
     def snake(self) -> str:

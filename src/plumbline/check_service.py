@@ -24,6 +24,8 @@ addopts = -p no:cacheprovider
 markers =
     slow: boots a service
     rust: needs cargo
+    example: checks the example service part; skipped for a service that replaced it
+    needs_tool(name): fails naming the tool when it is not installed
 """
 
 
@@ -45,22 +47,26 @@ def _section(test_file: Path) -> str:
     return doc.strip().splitlines()[0].rstrip(".") if doc.strip() else test_file.stem
 
 
-def failures(junit: Path, suite: Path) -> list[str]:
-    """One line per failed test: the rule (module docstring), the test and the first line of why."""
+def outcomes(junit: Path, suite: Path, kinds: tuple[str, ...] = ("failure", "error")) -> list[str]:
+    """One line per failed (or skipped) test: the rule (module docstring), the test and the first line of why."""
     if not junit.exists():
         return []
     lines = []
     for case in ET.parse(junit).getroot().iter("testcase"):
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
+        problem = next((found for kind in kinds if (found := case.find(kind)) is not None), None)
         if problem is None:
             continue
         module = case.get("classname", "").split(".")
         test_file = suite.joinpath(*module[:2]).with_suffix(".py") if len(module) >= 2 else suite
         why = (problem.get("message") or problem.text or "").strip().splitlines()
-        lines.append(f"FAIL {_section(test_file)}: {case.get('name')}: {why[0][:200] if why else 'failed'}")
+        word = "SKIP" if problem.tag == "skipped" else "FAIL"
+        reason = why[0][:200] if why else ("skipped" if word == "SKIP" else "failed")
+        lines.append(f"{word} {_section(test_file)}: {case.get('name')}: {reason}")
     return lines
+
+
+def failures(junit: Path, suite: Path) -> list[str]:
+    return outcomes(junit, suite)
 
 
 def check_service(args: argparse.Namespace) -> int:
@@ -73,7 +79,7 @@ def check_service(args: argparse.Namespace) -> int:
         "PLUMBLINE_SERVICE_COMMAND": args.service_command or "",
         "PLUMBLINE_SERVICE_URL": args.url or "",
         "PLUMBLINE_SERVICE_PROJECT": str(project),
-        "PLUMBLINE_WITH_EXAMPLE": "1" if args.with_example else "0",
+        "PLUMBLINE_WITH_EXAMPLE": args.example,
     }
     if args.name:
         env["PLUMBLINE_SERVICE_NAME"] = args.name
@@ -103,6 +109,9 @@ def check_service(args: argparse.Namespace) -> int:
         print(f"plumbline check-service: {shlex.join(cmd[3:])}", file=sys.stderr)
         code = subprocess.run(cmd, cwd=suite, env=env, check=False).returncode
         failed = failures(junit, suite)
+        skipped = outcomes(junit, suite, ("skipped",))
+    for line in skipped:
+        print(line)
     if code == 0:
         print("plumbline check-service: every contract check passed")
         return 0

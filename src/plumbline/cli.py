@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--name", help="the service's name (default: project_name from the answers file)")
     check.add_argument("--flavour", choices=["python", "rust"], help="default: from the answers file")
     check.add_argument(
-        "--with-example", action="store_true", help="also run the example service's tests (tests/contract/test_work.py)"
+        "--example",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="the checks of the template's example service part ([work] job, GET /v1/value): auto runs them when "
+        "cfg/config.toml has the example's [work] keys and skips them, saying so, when the team replaced it",
     )
     check.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: more pytest arguments (-k, -x ...)")
     return parser

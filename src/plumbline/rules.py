@@ -18,7 +18,10 @@ import yaml
 
 from plumbline.errors import AuditError
 
-# SERVICE-CONTRACT §3: the keys every service's base configuration states.
+# SERVICE-CONTRACT §3: the platform's keys, which every service's base configuration states,
+# in the order `check-config` prints them (the service part's keys come before the last
+# section's, `apm`). The one list: the audit's config-keys rule and the contract suite
+# (tests/contract/test_config.py) both read it. One key a line.
 CONTRACT_KEYS = (
     "http.host",
     "http.port",
@@ -30,6 +33,7 @@ CONTRACT_KEYS = (
     "paths.tmp_dir",
     "heartbeat.interval_secs",
     "shutdown.timeout_secs",
+    "runtime.worker_threads",
     "apm.url",
 )
 SECRET_NAME = re.compile(r"token|password|passwd|secret|key", re.IGNORECASE)

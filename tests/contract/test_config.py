@@ -8,29 +8,15 @@ import tomllib
 
 import pytest
 
+from plumbline.rules import CONTRACT_KEYS
 from services import Service
 
 pytestmark = pytest.mark.slow
 
-# check-config prints the keys in the order of the contract's key table.
-KEYS = [
-    "http.host",
-    "http.port",
-    "log.filter",
-    "paths.log_file",
-    "paths.pid_file",
-    "paths.heartbeat_file",
-    "paths.data_dir",
-    "paths.tmp_dir",
-    "heartbeat.interval_secs",
-    "shutdown.timeout_secs",
-    "runtime.worker_threads",
-    "work.interval_secs",
-    "work.max_concurrency",
-    "work.upstream_url",
-    "work.upstream_token",
-    "apm.url",
-]
+# The sections check-config prints after the service part's (docs/contract-choices.md).
+LAST_SECTIONS = ("apm",)
+# The example service part's keys, in its order.
+EXAMPLE_KEYS = ["work.interval_secs", "work.max_concurrency", "work.upstream_url", "work.upstream_token"]
 SETTING_LINE = re.compile(
     r"^(?P<key>[a-z_]+\.[a-z_]+) = (?P<value>.+) \((?P<layer>default|base|secrets|env)\)$"
 )
@@ -51,8 +37,17 @@ def effective(proc) -> dict[str, tuple[object, str]]:
         assert match, f"check-config line {line!r} is not `<key> = <value> (<layer>)`"
         value = tomllib.loads(f"v = {match['value']}")["v"]  # each value is a TOML literal
         out[match["key"]] = (value, match["layer"])
-    assert list(out) == KEYS, f"check-config keys/order differ from the contract: {list(out)}"
+    # the platform's keys in the contract's order (CONTRACT_KEYS), the service part's before the last sections
+    service = [key for key in out if key not in CONTRACT_KEYS]
+    last = [key for key in CONTRACT_KEYS if key.split(".")[0] in LAST_SECTIONS]
+    expected = [key for key in CONTRACT_KEYS if key not in last] + service + last
+    assert list(out) == expected, f"check-config keys/order differ from the contract: {list(out)}"
     return out
+
+
+def example_keys(svc: Service, text: str) -> str:
+    """`text` when the service part is the template's example, else nothing."""
+    return text if svc.built.example else ""
 
 
 def errors(proc) -> list[re.Match[str]]:
@@ -85,7 +80,7 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
 
     got = effective(check(svc))
 
-    assert got == {
+    expected = {
         "http.host": ("127.0.0.1", "base"),
         "http.port": (svc.built.answers["http_port"], "base"),
         "log.filter": ("info", "base"),
@@ -97,13 +92,19 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
         "heartbeat.interval_secs": (10, "base"),
         "shutdown.timeout_secs": (30, "base"),
         "runtime.worker_threads": (0, "base"),
-        "work.interval_secs": (60, "base"),
-        "work.max_concurrency": (4, "base"),
-        "work.upstream_url": ("", "base"),
-        "work.upstream_token": ("", "default"),
         "apm.url": ("", "base"),
     }
-    assert isinstance(got["http.port"][0], int) and isinstance(got["work.max_concurrency"][0], int)
+    assert {key: got[key] for key in CONTRACT_KEYS} == expected
+    assert isinstance(got["http.port"][0], int)
+    if svc.built.example:
+        assert {key: got[key] for key in EXAMPLE_KEYS} == {
+            "work.interval_secs": (60, "base"),
+            "work.max_concurrency": (4, "base"),
+            "work.upstream_url": ("", "base"),
+            "work.upstream_token": ("", "default"),
+        }
+        assert list(got) == [*expected][:-1] + EXAMPLE_KEYS + ["apm.url"]
+        assert isinstance(got["work.max_concurrency"][0], int)
 
 
 def test_keys_missing_from_every_layer_take_their_defaults(spawn):
@@ -116,20 +117,29 @@ def test_keys_missing_from_every_layer_take_their_defaults(spawn):
     assert got["log.filter"] == ("info", "default")
     assert got["paths.pid_file"] == (f"{svc.prefix}/run/{svc.name}.pid", "default")
     assert got["heartbeat.interval_secs"] == (10, "default")
-    assert got["work.max_concurrency"] == (4, "default")
+    if svc.built.example:
+        assert got["work.max_concurrency"] == (4, "default")
 
 
 def test_later_layers_override_key_by_key_and_tables_merge(spawn):
-    svc = spawn(fast=False, secrets='[http]\nport = 2222\n[work]\nupstream_token = "s3cr3t-merge"\n')
-    base = '[http]\nhost = "127.0.0.3"\nport = 1111\n[work]\ninterval_secs = 5\nmax_concurrency = 2\n'
+    svc = spawn(fast=False)
+    svc.write_secrets('[http]\nport = 2222\n' + example_keys(svc, '[work]\nupstream_token = "s3cr3t-merge"\n'))
+    base = '[http]\nhost = "127.0.0.3"\nport = 1111\n[heartbeat]\ninterval_secs = 5\n[shutdown]\ntimeout_secs = 2\n'
+    base += example_keys(svc, "[work]\ninterval_secs = 5\nmax_concurrency = 2\n")
+    env = {svc.built.env_var("shutdown.timeout_secs"): "8"}
+    if svc.built.example:
+        env[svc.built.env_var("work.max_concurrency")] = "8"
 
-    got = effective(check(svc, base, env={svc.built.env_var("work.max_concurrency"): "8"}))
+    got = effective(check(svc, base, env=env))
 
     assert got["http.host"] == ("127.0.0.3", "base")
     assert got["http.port"] == (2222, "secrets")
-    assert got["work.interval_secs"] == (5, "base")
-    assert got["work.max_concurrency"] == (8, "env")
-    assert got["work.upstream_token"] == ("[redacted]", "secrets")
+    assert got["heartbeat.interval_secs"] == (5, "base")
+    assert got["shutdown.timeout_secs"] == (8, "env")
+    if svc.built.example:
+        assert got["work.interval_secs"] == (5, "base")
+        assert got["work.max_concurrency"] == (8, "env")
+        assert got["work.upstream_token"] == ("[redacted]", "secrets")
 
 
 def test_env_overrides_secrets_overrides_base(spawn):
@@ -145,8 +155,8 @@ def test_fractional_seconds_and_bounds_are_accepted(spawn):
     svc = spawn(fast=False)
     base = (
         "[http]\nport = 0\n[heartbeat]\ninterval_secs = 0.25\n[shutdown]\ntimeout_secs = 0.5\n"
-        '[work]\ninterval_secs = 0.1\nmax_concurrency = 1024\nupstream_url = "https://example.com/v"\n'
-        '[apm]\nurl = "http://127.0.0.1:4318"\n'
+        + example_keys(svc, '[work]\ninterval_secs = 0.1\nmax_concurrency = 1024\nupstream_url = "https://example.com/v"\n')
+        + '[apm]\nurl = "http://127.0.0.1:4318"\n'
     )
 
     got = effective(check(svc, base))
@@ -154,9 +164,10 @@ def test_fractional_seconds_and_bounds_are_accepted(spawn):
     assert got["http.port"] == (0, "base")
     assert got["heartbeat.interval_secs"] == (0.25, "base")
     assert got["shutdown.timeout_secs"] == (0.5, "base")
-    assert got["work.interval_secs"] == (0.1, "base")
-    assert got["work.max_concurrency"] == (1024, "base")
-    assert got["work.upstream_url"] == ("https://example.com/v", "base")
+    if svc.built.example:
+        assert got["work.interval_secs"] == (0.1, "base")
+        assert got["work.max_concurrency"] == (1024, "base")
+        assert got["work.upstream_url"] == ("https://example.com/v", "base")
 
 
 def test_prefix_is_expanded_in_every_layer(spawn):
@@ -195,7 +206,9 @@ def test_missing_secrets_file_is_an_empty_layer(spawn):
 
     got = effective(check(svc))
 
-    assert got["work.upstream_token"] == ("", "default")
+    assert "secrets" not in {layer for _, layer in got.values()}
+    if svc.built.example:
+        assert got["work.upstream_token"] == ("", "default")
 
 
 def test_well_known_variables_override_their_keys(spawn):
@@ -258,7 +271,15 @@ BAD_ENV = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def cases(table: dict[str, tuple]) -> list:
+    """The cases of a table, those naming a key of the example's [work] marked `example`."""
+    def example(case: tuple) -> bool:
+        return any(str(part).startswith(("work.", "[work]")) for part in case)
+
+    return [pytest.param(name, id=name, marks=[pytest.mark.example] if example(case) else []) for name, case in table.items()]
+
+
+@pytest.mark.parametrize("case", cases(BAD))
 def test_bad_file_value_exits_1_naming_key_and_layer(spawn, case):
     layer, text, key = BAD[case]
     svc = spawn(fast=False)
@@ -275,7 +296,7 @@ def test_bad_file_value_exits_1_naming_key_and_layer(spawn, case):
     assert found[0]["key"] in (key if isinstance(key, tuple) else (key,)), proc.stderr
 
 
-@pytest.mark.parametrize("case", list(BAD_ENV), ids=list(BAD_ENV))
+@pytest.mark.parametrize("case", cases(BAD_ENV))
 def test_bad_env_value_exits_1_naming_key_and_variable(spawn, case):
     key, value = BAD_ENV[case]
     svc = spawn(fast=False)
@@ -318,23 +339,25 @@ def test_bad_rust_log_is_reported_as_env(spawn):
 
 
 def test_every_error_is_reported_at_once(spawn):
-    svc = spawn(fast=False, secrets='[work]\ntoken = "abc"\n')
-    base = '[http]\nportt = 1\nhost = ""\n[work]\nmax_concurrency = 0\nupstream_url = "nope"\n'
+    svc = spawn(fast=False)
+    svc.write_secrets('[heartbeat]\ntoken = "abc"\n' + example_keys(svc, '[work]\ntoken = "abc"\n'))
+    base = '[http]\nportt = 1\nhost = ""\n[shutdown]\ntimeout_secs = -1\n'
+    base += example_keys(svc, '[work]\nmax_concurrency = 0\nupstream_url = "nope"\n')
     env = {svc.built.env_var("http.port"): "70000", svc.built.env_var("heartbeat.bogus"): "1"}
 
     found = errors(check(svc, base, env=env))
 
-    assert sorted((m["key"], m["layer"]) for m in found) == sorted(
-        [
-            ("http.portt", "base"),
-            ("http.host", "base"),
-            ("work.max_concurrency", "base"),
-            ("work.upstream_url", "base"),
-            ("work.token", "secrets"),
-            ("http.port", "env"),
-            ("heartbeat.bogus", "env"),
-        ]
-    )
+    expected = [
+        ("http.portt", "base"),
+        ("http.host", "base"),
+        ("shutdown.timeout_secs", "base"),
+        ("heartbeat.token", "secrets"),
+        ("http.port", "env"),
+        ("heartbeat.bogus", "env"),
+    ]
+    if svc.built.example:
+        expected += [("work.max_concurrency", "base"), ("work.upstream_url", "base"), ("work.token", "secrets")]
+    assert sorted((m["key"], m["layer"]) for m in found) == sorted(expected)
 
 
 def test_run_with_bad_config_exits_1_before_starting(spawn):
@@ -363,7 +386,8 @@ def test_toml_syntax_error_names_the_file(spawn):
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
 def test_secrets_file_open_to_others_is_refused(spawn, mode):
     svc = spawn(fast=False)
-    path = svc.write_secrets('[work]\nupstream_token = "s3cr3t-mode"\n', mode=mode)
+    secret = '[work]\nupstream_token = "s3cr3t-mode"\n' if svc.built.example else '[apm]\nurl = "http://s3cr3t-mode"\n'
+    path = svc.write_secrets(secret, mode=mode)
 
     proc = check(svc)
 
@@ -379,11 +403,13 @@ def test_secrets_file_open_to_others_is_refused(spawn, mode):
 @pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_secrets_file_private_to_owner_is_read(spawn, mode):
     svc = spawn(fast=False)
-    svc.write_secrets('[work]\nupstream_token = "s3cr3t-ok"\n', mode=mode)
+    svc.write_secrets(example_keys(svc, '[work]\nupstream_token = "s3cr3t-ok"\n') + "[http]\nport = 2222\n", mode=mode)
 
     got = effective(check(svc))
 
-    assert got["work.upstream_token"] == ("[redacted]", "secrets")
+    assert got["http.port"] == (2222, "secrets")
+    if svc.built.example:
+        assert got["work.upstream_token"] == ("[redacted]", "secrets")
 
 
 @pytest.mark.rust

@@ -40,6 +40,7 @@ def test_signal_stops_cleanly(spawn, sig):
     assert svc.log_lines()[-1].message == "stopped"
 
 
+@pytest.mark.example  # the example job holds the work in flight
 def test_ready_turns_503_at_once_and_in_flight_work_finishes(spawn):
     with FakeUpstream([(None, "")], hold_body='{"value": 12.5}') as upstream:
         svc = spawn(settings=holding_upstream_settings(upstream, "10")).start()
@@ -64,6 +65,7 @@ def test_ready_turns_503_at_once_and_in_flight_work_finishes(spawn):
     assert len(upstream.calls) == 1, "no new work may start after the signal"
 
 
+@pytest.mark.example  # the example job holds the work in flight
 def test_shutdown_overrun_exits_2_with_critical(spawn):
     with FakeUpstream([(None, "")]) as upstream:
         svc = spawn(settings=holding_upstream_settings(upstream, "1")).start()
@@ -82,6 +84,7 @@ def test_shutdown_overrun_exits_2_with_critical(spawn):
     assert "stopped" not in [rec.message for rec in svc.log_lines()]
 
 
+@pytest.mark.example  # the example job holds the work in flight
 def test_second_sigint_exits_at_once_with_2(spawn):
     with FakeUpstream([(None, "")]) as upstream:
         svc = spawn(settings=holding_upstream_settings(upstream, "30")).start()

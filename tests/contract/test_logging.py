@@ -97,6 +97,7 @@ def test_values_with_space_equals_quote_or_backslash_are_quoted(spawn, tmp_path)
     assert rec.fields["old_pid"] == "999999"
 
 
+@pytest.mark.example  # the example job's DEBUG lines are the stream
 def test_sighup_after_rename_loses_no_line(spawn, service_build):
     # The example work logs at DEBUG on each run when it has no upstream: a steady stream of lines.
     svc = spawn(
@@ -161,6 +162,7 @@ def test_log_filter_key_is_used_and_rust_log_overrides_it(spawn):
     assert "listening" in [rec.message for rec in loud.log_lines()]
 
 
+@pytest.mark.example  # the example job logs at DEBUG
 def test_module_filter_turns_on_debug_for_the_service_only(spawn, service_build):
     fast_work = {"WORK__INTERVAL_SECS": "0.05"}
     plain = spawn(env={"RUST_LOG": "info"}, settings=fast_work).start()

@@ -6,7 +6,7 @@ import pytest
 
 from services import FakeUpstream
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.example]
 
 FILE_TOKEN = "tok-file-5Jq8vW"
 ENV_TOKEN = "tok-env-Zr41xK"

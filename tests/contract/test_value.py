@@ -14,7 +14,7 @@ import pytest
 
 from services import FakeUpstream, Metrics, good
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.example]
 
 JSON = "application/json; charset=utf-8"
 

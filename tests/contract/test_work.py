@@ -11,7 +11,7 @@ import pytest
 
 from services import FakeUpstream, Metrics, good
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.example]
 
 RETRY_DELAYS = [0.1, 0.2, 0.4, 0.8, 1.6]
 
