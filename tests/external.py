@@ -105,10 +105,7 @@ def has_example(settings: dict[str, Any]) -> bool:
 def example_skip_reason() -> str:
     if os.environ.get("PLUMBLINE_WITH_EXAMPLE", "auto").strip().lower() == "no":
         return "checks the example service part, left out (--example no)"
-    return (
-        "checks the example service part ([work] job, GET /v1/value, upstream), "
-        "which this service replaced (cfg/config.toml has no [work] section with its keys)"
-    )
+    return "checks the example service part, which this service replaced (no [work] section with its keys in cfg/config.toml)"
 
 
 class RemoteService:

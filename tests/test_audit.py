@@ -15,13 +15,15 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import DEFAULTS, FULL, TEMPLATE, commit_all, git
+from helpers import DEFAULTS, FULL, TEMPLATE, commit_all, generate, git
+from plumbline.rules import CONTRACT_KEYS, _flatten
 from releases import TemplateRepo, render, tagged_copy
 from services import Service, build_service
 
@@ -212,8 +214,9 @@ def test_a_service_not_generated_is_checked_against_the_rules(tmp_path: Path, in
     found = sorted((f["rule"], f["path"], f["message"]) for f in report["projects"][0]["findings"])
     assert code == 1
     assert report["projects"][0]["template"] is None
-    assert [f[0] for f in found] == ["answers", "ci-pinned", "config-keys", "config-secrets", "config-secrets",
-                                     "systemd-exposure"], found
+    assert [f[0] for f in found] == ["answers", "ci-pinned", "config-keys", "config-keys", "config-secrets",
+                                     "config-secrets", "systemd-exposure"], found
+    assert ("config-keys", "cfg/config.toml", "contract key runtime.worker_threads is missing") in found
     assert ("ci-pinned", ".github/workflows/ci.yml:4", "actions/checkout@v4 is not pinned by a full commit SHA") in found
     assert ("config-keys", "cfg/config.toml", "contract key apm.url is missing") in found
     messages = " ".join(f[2] for f in found)
@@ -222,6 +225,15 @@ def test_a_service_not_generated_is_checked_against_the_rules(tmp_path: Path, in
     assert "exposure" in messages
     # the generated unit keeps the standard: in line with the same check
     assert audit_json(str(in_line))[0] == 0
+
+
+def test_the_contract_keys_are_the_platform_keys_of_the_generated_config(in_line: Path) -> None:
+    """CONTRACT_KEYS, read by the audit's config-keys rule and by the contract suite, is the list of
+    the platform's keys of cfg/config.toml: a key added to one is added to the other."""
+    flat = dict(_flatten(tomllib.loads((in_line / "cfg" / "config.toml").read_text())))
+    example = {key for key in flat if key.startswith("work.")}  # the example service part's section
+    assert example and sorted(set(flat) - example) == sorted(CONTRACT_KEYS)
+    assert len(set(CONTRACT_KEYS)) == len(CONTRACT_KEYS)
 
 
 def test_the_audit_that_cannot_run_exits_2_with_one_line(tmp_path: Path, in_line: Path, copy_of) -> None:
@@ -308,6 +320,7 @@ def test_check_service_passes_on_a_generated_service(own_python_service) -> None
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "every contract check passed" in proc.stdout
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert "SKIP" not in proc.stdout, "the example is in place: its checks run"
 
 
 @pytest.mark.slow
@@ -326,6 +339,91 @@ def test_check_service_fails_naming_the_rule_a_broken_service_breaks(own_python_
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "FAIL Contract §5: the HTTP endpoints, their bodies and status codes: " \
            "test_live_and_ready_answer_ok[external]" in proc.stdout, proc.stdout[-4000:]
+
+
+REPLACED_SERVICE = '''"""The team's own service part: an orders route and its settings; the example is gone."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field
+
+from {pkg}.config import Section
+from {pkg}.context import Context, Part
+from {pkg}.http import json_response
+
+__all__ = ["Settings", "build"]
+
+
+class Orders(Section):
+    """`[orders]`: how many orders a batch holds."""
+
+    batch_size: int = Field(default=10, ge=1, le=1000, description="allowed 1-1000")
+
+
+class Settings(Section):
+    orders: Orders = Orders()
+
+
+def build(ctx: Context[Settings]) -> Part:
+    async def orders(request: web.Request) -> web.Response:
+        return json_response({{"batch_size": ctx.settings.orders.batch_size}})
+
+    return Part(routes=[web.get("/v1/orders", orders)])
+'''
+
+
+@pytest.mark.slow
+def test_check_service_skips_the_examples_checks_of_a_replaced_service_part(tmp_path: Path) -> None:
+    """A team replaced the example: every platform check runs, each example check is skipped, saying why."""
+    assert shutil.which("uv"), "building the Python flavour needs uv"
+    project = generate(tmp_path / "ledger-feed", **{**ANSWERS, "http_port": 18126})
+    package = project / "src" / "ledger_feed" / "service"
+    shutil.rmtree(package)
+    package.mkdir()
+    (package / "__init__.py").write_text(REPLACED_SERVICE.format(pkg="ledger_feed"))
+    shutil.rmtree(project / "tests" / "service")
+    config = project / "cfg" / "config.toml"
+    text = config.read_text()
+    start, end = text.index("# The service's own sections follow"), text.index("[apm]")
+    config.write_text(text[:start] + "[orders]\nbatch_size = 10\n\n" + text[end:])
+    subprocess.run(["uv", "sync", "--locked", "--quiet"], cwd=project, check=True, timeout=900)
+
+    proc = plumbline("check-service", "--command", str(project / ".venv" / "bin" / "ledger-feed"),
+                     "--project", str(project))
+
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+    skips = [line for line in proc.stdout.splitlines() if line.startswith("SKIP ")]
+    assert skips and all("which this service replaced" in line for line in skips), skips
+    skipped = " ".join(skips)
+    for example_check in ("test_good_value_is_saved_and_not_degraded", "test_no_value_yet_is_503_with_a_json_error",
+                          "test_token_from_the_secrets_file_is_used", "test_shutdown_overrun_exits_2_with_critical"):
+        assert example_check in skipped, example_check
+    # the platform's checks ran: config keys, metrics, HTTP, logs, lifecycle
+    for platform_check in ("test_generated_base_config_is_what_check_config_reports",
+                           "test_exactly_the_documented_metrics_with_types_and_help", "test_live_and_ready_answer_ok",
+                           "test_lifecycle_lines_in_order", "test_every_error_is_reported_at_once"):
+        assert platform_check not in skipped, platform_check
+    counts = re.search(r"^(\d+) passed, (\d+) skipped", proc.stdout, re.MULTILINE)
+    assert counts and int(counts[1]) > 100, proc.stdout[-2000:]
+    assert re.search(r"every contract check passed, \d+ skipped \(SKIP lines above\)", proc.stdout)
+    # forced: the example's checks of a service that has it can be left out too
+    forced = plumbline("check-service", "--command", str(project / ".venv" / "bin" / "ledger-feed"),
+                       "--project", str(project), "--example", "no", "--", "-k", "test_value")
+    assert forced.returncode == 0, forced.stdout[-4000:]
+    assert "left out (--example no)" in forced.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.rust
+def test_check_service_passes_on_a_generated_rust_service(tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert shutil.which("cargo"), "building the Rust flavour needs cargo"
+    built = build_service("rust", tmp_path_factory.mktemp("check-rust"), project_name="ledger-feed", http_port=18127)
+
+    proc = plumbline("check-service", "--command", str(built.binary), "--project", str(built.project))
+
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "every contract check passed" in proc.stdout and "SKIP" not in proc.stdout
 
 
 @pytest.mark.slow

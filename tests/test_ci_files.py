@@ -101,8 +101,15 @@ def test_github_workflows_run_the_makefile_targets_and_the_rule_tests(combo: str
     root = rendered(combo)
     docs = workflows(root)
     ci_runs = run_scripts(docs["ci.yml"])
-    for target in ("setup", "lint", "test", "build"):
+    for target in ("setup", "lint", "test", "build", "contract"):
         assert f"make {target}" in ci_runs, target
+    # the contract check runs on the service just built, with the template URL override
+    steps = docs["ci.yml"]["jobs"]["check"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    assert runs.index("make contract") > runs.index("make build")
+    contract = steps[runs.index("make contract")]
+    assert contract["env"] == {"PLUMBLINE_TEMPLATE_URL": "${{ vars.PLUMBLINE_TEMPLATE_URL }}"}
+    assert any("install" in run and "prometheus" in run for run in runs[: runs.index("make contract")])
     assert "promtool test rules deploy/prometheus/tests/alerts_test.yml" in ci_runs
     # `on:` parses as True in YAML 1.1
     assert docs["release.yml"][True]["push"]["tags"] == ["v*"]
@@ -143,11 +150,17 @@ def test_gitlab_ci_matches_the_schema_and_has_every_stage(combo: str) -> None:
     root = rendered(combo)
     validate(["check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml"], root)
     doc = yaml.safe_load((root / ".gitlab-ci.yml").read_text())
-    assert doc["stages"] == ["lint", "test", "build", "release", "maintenance"]
+    assert doc["stages"] == ["lint", "test", "build", "contract", "release", "maintenance"]
     scripts = {name: job["script"] for name, job in doc.items() if isinstance(job, dict) and "script" in job}
     assert scripts["lint"] == ["make setup", "make lint"]
     assert scripts["test"] == ["make setup", "make test"]
     assert scripts["build"] == ["make setup", "make build"]
+    # the contract check: on the service built in its job (Python) or by the build job (Rust)
+    assert doc["contract"]["stage"] == "contract" and scripts["contract"][-1] == "make contract"
+    if answers(combo)["flavour"] == "python":
+        assert scripts["contract"][-2] == "make setup"
+    else:
+        assert doc["contract"]["needs"] == ["build"]
     assert "promtool test rules deploy/prometheus/tests/alerts_test.yml" in scripts["alert-rules"]
     assert doc["release-build"]["rules"] == [{"if": "$CI_COMMIT_TAG =~ /^v/"}]
     assert doc["release"]["release"]["tag_name"] == "$CI_COMMIT_TAG"

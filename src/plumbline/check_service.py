@@ -47,26 +47,38 @@ def _section(test_file: Path) -> str:
     return doc.strip().splitlines()[0].rstrip(".") if doc.strip() else test_file.stem
 
 
-def outcomes(junit: Path, suite: Path, kinds: tuple[str, ...] = ("failure", "error")) -> list[str]:
-    """One line per failed (or skipped) test: the rule (module docstring), the test and the first line of why."""
+def _cases(junit: Path, suite: Path, kinds: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """(rule, test, first line of why) of each test that ended in one of `kinds`; the rule is the
+    first line of the test module's docstring."""
     if not junit.exists():
         return []
-    lines = []
+    found = []
     for case in ET.parse(junit).getroot().iter("testcase"):
-        problem = next((found for kind in kinds if (found := case.find(kind)) is not None), None)
+        problem = next((hit for kind in kinds if (hit := case.find(kind)) is not None), None)
         if problem is None:
             continue
         module = case.get("classname", "").split(".")
         test_file = suite.joinpath(*module[:2]).with_suffix(".py") if len(module) >= 2 else suite
         why = (problem.get("message") or problem.text or "").strip().splitlines()
-        word = "SKIP" if problem.tag == "skipped" else "FAIL"
-        reason = why[0][:200] if why else ("skipped" if word == "SKIP" else "failed")
-        lines.append(f"{word} {_section(test_file)}: {case.get('name')}: {reason}")
-    return lines
+        found.append((_section(test_file), case.get("name") or "", why[0][:200] if why else problem.tag))
+    return found
 
 
 def failures(junit: Path, suite: Path) -> list[str]:
-    return outcomes(junit, suite)
+    """One line per failed test: `FAIL <rule>: <test>: <why>`."""
+    return [f"FAIL {rule}: {test}: {why}" for rule, test, why in _cases(junit, suite, ("failure", "error"))]
+
+
+def skips(junit: Path, suite: Path) -> list[str]:
+    """The skipped checks, one line per rule and reason: `SKIP <rule>: <n> checks (<tests>): <why>`."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for rule, test, why in _cases(junit, suite, ("skipped",)):
+        grouped.setdefault((rule, why), []).append(test.split("[", 1)[0])
+    lines = []
+    for (rule, why), tests in grouped.items():
+        count, names = len(tests), ", ".join(dict.fromkeys(tests))
+        lines.append(f"SKIP {rule}: {count} check{'s' if count != 1 else ''} ({names}): {why}")
+    return lines
 
 
 def check_service(args: argparse.Namespace) -> int:
@@ -80,6 +92,8 @@ def check_service(args: argparse.Namespace) -> int:
         "PLUMBLINE_SERVICE_URL": args.url or "",
         "PLUMBLINE_SERVICE_PROJECT": str(project),
         "PLUMBLINE_WITH_EXAMPLE": args.example,
+        # the suite reads the contract's keys from this plumbline (plumbline.rules)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])),
     }
     if args.name:
         env["PLUMBLINE_SERVICE_NAME"] = args.name
@@ -109,11 +123,12 @@ def check_service(args: argparse.Namespace) -> int:
         print(f"plumbline check-service: {shlex.join(cmd[3:])}", file=sys.stderr)
         code = subprocess.run(cmd, cwd=suite, env=env, check=False).returncode
         failed = failures(junit, suite)
-        skipped = outcomes(junit, suite, ("skipped",))
+        skipped = skips(junit, suite)
+        count = len(_cases(junit, suite, ("skipped",)))
     for line in skipped:
         print(line)
     if code == 0:
-        print("plumbline check-service: every contract check passed")
+        print("plumbline check-service: every contract check passed" + (f", {count} skipped (SKIP lines above)" if count else ""))
         return 0
     if code == 1:
         print(f"plumbline check-service: {len(failed)} contract check{'s' if len(failed) != 1 else ''} failed")

@@ -41,6 +41,14 @@ def test_other_methods_on_a_route_get_405(shared_service, method):
     assert statuses == {route: 405 for route in ROUTES}
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_platform_routes_answer_405_with_allow(shared_service, route):
+    resp = shared_service.get(route, method="POST")
+
+    allowed = {token.strip() for token in resp.headers.get("allow", "").split(",")}
+    assert (resp.status, allowed) == (405, {"GET", "HEAD"}), resp.headers
+
+
 # BREW is no registered method at all: refused before routing (400) by an HTTP parser that
 # knows the registered methods only (aiohttp's llhttp), or 405 (docs/contract-choices.md).
 def test_an_unregistered_method_is_refused(shared_service):

@@ -78,14 +78,6 @@ def test_other_methods_get_405_with_allow(shared_service, method):
     assert allowed == {"GET", "HEAD"}, resp.headers
 
 
-@pytest.mark.parametrize("route", ["/.well-known/live", "/.well-known/ready", "/metrics"])
-def test_platform_routes_answer_405_with_allow_too(shared_service, route):
-    resp = shared_service.get(route, method="POST")
-
-    allowed = {token.strip() for token in resp.headers.get("allow", "").split(",")}
-    assert (resp.status, allowed) == (405, {"GET", "HEAD"}), resp.headers
-
-
 def test_requests_are_counted_under_the_route_template(spawn, service_build):
     svc = spawn().start()
     for _ in range(3):
