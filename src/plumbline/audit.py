@@ -193,6 +193,8 @@ class Auditor:
             report.findings.append(Finding("answers", "fail", ANSWERS, f"the recorded answers do not render: {first}"))
             return report
         report.files = compare(pending.project, recorded, pending.owned)
+        if CONFIG in recorded:
+            report.findings = rules.later_keys(report.findings, recorded[CONFIG])
         level = "warn" if self.allow_edits else "fail"
         for state in report.files:
             if state.state == "missing":
