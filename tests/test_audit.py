@@ -584,6 +584,29 @@ def test_the_fleet_workflow_is_valid_and_opt_in() -> None:
     assert audit["if"] == "steps.list.outputs.present == 'true'"
 
 
+def test_the_gitlab_fleet_job_is_valid_and_opt_in(tmp_path: Path) -> None:
+    ci = TEMPLATE / ".gitlab-ci.yml"
+    for cmd in (["check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", str(ci)],
+                ["yamllint", "--strict", "-d", "{extends: default, rules: {line-length: {max: 130}, document-start: disable}}",
+                 str(ci)]):
+        assert shutil.which(cmd[0]), f"{cmd[0]} is needed to check the fleet job"
+        proc = subprocess.run(cmd, cwd=TEMPLATE, text=True, capture_output=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = yaml.safe_load(ci.read_text())
+    jobs = {name: job for name, job in doc.items() if isinstance(job, dict) and "script" in job}
+    assert list(jobs) == ["fleet-audit"], "the template repository runs nothing else on GitLab"
+    job = jobs["fleet-audit"]
+    assert job["rules"] == [{"if": '$FLEET_AUDIT == "true" && ($CI_PIPELINE_SOURCE == "schedule" || '
+                                   '$CI_PIPELINE_SOURCE == "web")'}]
+    script = "\n".join(job["script"])
+    assert "plumbline audit --repos .gitlab/fleet-repos.txt --template . --format markdown > audit.md" in script
+    assert job["artifacts"]["paths"] == ["audit.md"] and job["artifacts"]["when"] == "always"
+    assert shutil.which("shellcheck"), "shellcheck is needed to check the fleet job's script"
+    (tmp_path / "job.sh").write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + script + "\n")
+    proc = subprocess.run(["shellcheck", str(tmp_path / "job.sh")], text=True, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
 @pytest.mark.slow
 def test_the_fleet_bench_runs(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(TEMPLATE / "bench" / "fleet_audit.py"), "--quick"],
