@@ -262,6 +262,10 @@ def test_the_audit_that_cannot_run_exits_2_with_one_line(tmp_path: Path, in_line
     assert no_config.returncode == 2
     assert no_config.stderr.splitlines() == [
         f"plumbline check-service: error: {tmp_path} has no cfg/config.toml: give the project folder with --project"]
+    unbuilt = plumbline("check-service", "--command", ".venv/bin/ledger-feed", "--project", str(in_line), cwd=tmp_path)
+    assert unbuilt.returncode == 2
+    assert unbuilt.stderr.splitlines() == [f"plumbline check-service: error: --command: .venv/bin/ledger-feed does not "
+                                           f"exist (relative to {tmp_path}): build the service first"]
 
 
 def test_fleet_mode_clones_and_prints_one_row_per_project(in_line: Path, behind: Path, tmp_path: Path) -> None:

@@ -81,6 +81,23 @@ def skips(junit: Path, suite: Path) -> list[str]:
     return lines
 
 
+def absolute_command(command: str) -> str:
+    """The command line with a relative program path (`.venv/bin/x`) made absolute: the suite
+    runs the service from scratch folders of its own."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise AuditError(f"--command {command!r} is not a command line: {exc}") from None
+    if not words:
+        raise AuditError("--command is empty: give the service's command line, e.g. '.venv/bin/order-router'")
+    program = Path(words[0])
+    if "/" in words[0] and not program.is_absolute():
+        if not program.exists():
+            raise AuditError(f"--command: {words[0]} does not exist (relative to {Path.cwd()}): build the service first")
+        words[0] = str(program.resolve())
+    return shlex.join(words)
+
+
 def check_service(args: argparse.Namespace) -> int:
     project = args.project.resolve()
     if not (project / "cfg" / "config.toml").is_file():
@@ -88,7 +105,7 @@ def check_service(args: argparse.Namespace) -> int:
     suite = suite_dir()
     env = {
         **os.environ,
-        "PLUMBLINE_SERVICE_COMMAND": args.service_command or "",
+        "PLUMBLINE_SERVICE_COMMAND": absolute_command(args.service_command) if args.service_command else "",
         "PLUMBLINE_SERVICE_URL": args.url or "",
         "PLUMBLINE_SERVICE_PROJECT": str(project),
         "PLUMBLINE_WITH_EXAMPLE": args.example,
