@@ -242,6 +242,9 @@ def test_the_contract_keys_are_the_platform_keys_of_the_generated_config(in_line
     example = {key for key in flat if key.startswith("work.")}  # the example service part's section
     assert example and sorted(set(flat) - example) == sorted(CONTRACT_KEYS)
     assert len(set(CONTRACT_KEYS)) == len(CONTRACT_KEYS)
+    # and the generated README's key table states each
+    readme = (in_line / "README.md").read_text()
+    assert [key for key in CONTRACT_KEYS if f"| `{key}` |" not in readme] == []
 
 
 def test_the_audit_that_cannot_run_exits_2_with_one_line(tmp_path: Path, in_line: Path, copy_of) -> None:
