@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import DEFAULTS, FULL, TEMPLATE, commit_all, generate, git
+from helpers import CARGO_TARGET_DIR, DEFAULTS, FULL, TEMPLATE, commit_all, generate, git, run
 from plumbline.rules import CONTRACT_KEYS, _flatten
 from releases import TemplateRepo, render, tagged_copy
 from services import Service, build_service
@@ -427,6 +427,31 @@ def test_check_service_skips_the_examples_checks_of_a_replaced_service_part(tmp_
                        "--project", str(project), "--example", "no", "--", "-k", "test_value")
     assert forced.returncode == 0, forced.stdout[-4000:]
     assert "left out (--example no)" in forced.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.rust
+def test_check_service_on_a_rust_service_whose_example_was_replaced(tmp_path: Path) -> None:
+    """The Rust flavour with the README's worked example in place of the template's: a route,
+    a job, a settings key and a counter of the team's own."""
+    from test_rust_flavour import _readme_rust_blocks, _replace_service  # noqa: PLC0415
+
+    assert shutil.which("cargo"), "building the Rust flavour needs cargo"
+    project = generate(tmp_path / "ledger-feed", **{**ANSWERS, "flavour": "rust", "http_port": 18129})
+    _, worked = _readme_rust_blocks(project)
+    _replace_service(project, worked, "[work]", "[orders]\nmax_items = 20\n")
+    run(["cargo", "build", "--locked"], project, timeout=1800)
+    binary = tmp_path / "bin" / "ledger-feed"
+    binary.parent.mkdir()
+    shutil.copy2(CARGO_TARGET_DIR / "debug" / "ledger-feed", binary)
+
+    proc = plumbline("check-service", "--command", str(binary), "--project", str(project))
+
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+    skips = [line for line in proc.stdout.splitlines() if line.startswith("SKIP ")]
+    assert skips and all("which this service replaced" in line for line in skips), skips
+    assert "test_exactly_the_documented_metrics_with_types_and_help" not in " ".join(skips)
+    assert re.search(r"every contract check passed, \d+ skipped", proc.stdout)
 
 
 @pytest.mark.slow
