@@ -485,7 +485,8 @@ def make_contract(project: Path, answers_edit: dict[str, str] | None = None, env
     if answers_edit:
         path = project / ".copier-answers.yml"
         path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **answers_edit}))
-    env = {**{k: v for k, v in os.environ.items() if k != "PLUMBLINE_TEMPLATE_URL"}, **(env or {})}
+    ci = ("PLUMBLINE_TEMPLATE_URL", "GITHUB_ACTIONS")
+    env = {**{k: v for k, v in os.environ.items() if k not in ci}, **(env or {})}
     return subprocess.run(["make", "--no-print-directory", "contract", *(f"{k}={v}" for k, v in variables.items())],
                           cwd=project, env=env, text=True, capture_output=True, timeout=900, check=False)
 
@@ -513,6 +514,9 @@ def test_make_contract_installs_plumbline_from_the_recorded_template(in_line: Pa
     assert gone.stdout.splitlines() == [
         f"make contract: not run: _src_path is the local path '{tmp_path / 'gone'}', out of reach here; "
         "set PLUMBLINE_TEMPLATE_URL to the template's URL"]
+    on_github = make_contract(project, env={"GITHUB_ACTIONS": "true"}, UVX="false")
+    assert on_github.returncode == 0 and on_github.stdout.splitlines()[1] == (
+        f"::warning title=Contract check not run::{gone.stdout.strip()}")
     override = make_contract(project, env={"PLUMBLINE_TEMPLATE_URL": "https://mirror.example/plumbline"}, UVX="echo")
     assert override.stdout.splitlines()[0] == "make contract: plumbline from git+https://mirror.example/plumbline@v1.2.0"
 
