@@ -232,9 +232,14 @@ class Auditor:
         return report
 
 
+BAR_WIDTH = 30
+
+
 def _progress(done: int, total: int, what: str) -> None:
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\rplumbline audit: {what} {done}/{total}")
+    if sys.stderr.isatty():  # a bar redrawn in place
+        filled = round(BAR_WIDTH * done / max(1, total))
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        sys.stderr.write(f"\rplumbline audit: {what:<8} [{bar}] {done}/{total}")
         if done == total:
             sys.stderr.write("\n")
     elif done == total or done % max(1, total // 4) == 0:
