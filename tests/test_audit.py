@@ -389,10 +389,10 @@ def build(ctx: Context[Settings]) -> Part:
 
 
 @pytest.mark.slow
-def test_check_service_skips_the_examples_checks_of_a_replaced_service_part(tmp_path: Path) -> None:
+def test_check_service_skips_the_examples_checks_of_a_replaced_service_part(repo: TemplateRepo, tmp_path: Path) -> None:
     """A team replaced the example: every platform check runs, each example check is skipped, saying why."""
     assert shutil.which("uv"), "building the Python flavour needs uv"
-    project = generate(tmp_path / "ledger-feed", **{**ANSWERS, "http_port": 18126})
+    project = render(repo, tmp_path / "ledger-feed", repo.head.tag, {**ANSWERS, "http_port": 18126})
     package = project / "src" / "ledger_feed" / "service"
     shutil.rmtree(package)
     package.mkdir()
@@ -427,6 +427,11 @@ def test_check_service_skips_the_examples_checks_of_a_replaced_service_part(tmp_
                        "--project", str(project), "--example", "no", "--", "-k", "test_value")
     assert forced.returncode == 0, forced.stdout[-4000:]
     assert "left out (--example no)" in forced.stdout
+    # the audit: the service part replaced is no drift; the config's new section is the service's values
+    code, report = audit_json(str(project))
+    assert code == 0, report["projects"][0]["findings"]
+    assert [(f["rule"], f["level"], f["path"]) for f in report["projects"][0]["findings"]] == [
+        ("drift", "warn", "cfg/config.toml")]
 
 
 @pytest.mark.slow
