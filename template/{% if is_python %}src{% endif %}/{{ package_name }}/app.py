@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +111,12 @@ class App:
 
     def _on_beat(self, now: float) -> None:
         self.health.beat()
-        self.metrics.heartbeat.set(now)
+        self.metrics.heartbeat.set(int(now))  # whole seconds, as the heartbeat file
         sd_notify.notify("WATCHDOG=1")
 
     def _reopen_logs(self) -> None:
         self.sink.reopen()
-        log.info("log file reopened", path=self.sink.path)
+        log.info("log file reopened", path=self.settings.paths.log_file)
 
 
 def _name(job: Job) -> str:
@@ -189,12 +189,18 @@ async def serve(
     span: SpanFactory = no_span,
     stream: IO[str] | None = None,
     part: ServicePart | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> int:
-    """Open the logs, build, run until stopped; every failure becomes a logged exit code."""
+    """Open the logs, build, run until stopped; every failure becomes a logged exit code.
+
+    `on_start` logs what a module set up before the log lines were (the traces' endpoint).
+    """
     settings = loaded.settings
     paths = settings.paths
     with logs(parse_filter(settings.log.filter), Path(paths.log_file), stream) as sink:
         log.info("starting", version=about.__version__, pid=os.getpid())
+        if on_start is not None:
+            on_start()
         try:
             async with build(loaded, sink, span, part) as app:
                 code = await app.run_until_stopped()
@@ -202,7 +208,7 @@ async def serve(
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
             return EXIT_RUNTIME
         except BindError as error:
-            log.error("CRITICAL cannot bind", addr=error.addr, error=error.reason)
+            log.error("cannot bind", addr=error.addr, error=error.reason)
             return EXIT_RUNTIME
         except Exception as error:
             log.error("CRITICAL uncaught error", error=f"{type(error).__name__}: {error}")
@@ -212,10 +218,10 @@ async def serve(
         return code
 
 
-def run(loaded: Loaded, span: SpanFactory = no_span) -> int:
+def run(loaded: Loaded, span: SpanFactory = no_span, on_start: Callable[[], None] | None = None) -> int:
     """Run the service in the foreground; the process's exit code."""
     try:
-        return asyncio.run(serve(loaded, span))
+        return asyncio.run(serve(loaded, span, on_start=on_start))
     except KeyboardInterrupt:
         # SIGINT before the handlers are installed: the start was cut short.
         print("interrupted while starting", file=sys.stderr)

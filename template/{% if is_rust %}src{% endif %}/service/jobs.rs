@@ -84,6 +84,19 @@ pub fn load_last_value(data_dir: &Path) -> Option<LastValue> {
     serde_json::from_slice(&text).ok()
 }
 
+/// Why a request failed: the OS error in its C library words when there is one (the same
+/// text as the Python flavour's), else the innermost cause (reqwest's own text omits it).
+fn reason(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return crate::errors::os_reason(io);
+        }
+        cause = inner;
+    }
+    cause.to_string()
+}
+
 /// The upstream and its credential.
 pub struct Upstream {
     pub url: String,
@@ -149,7 +162,7 @@ impl Worker {
         let latency = ctx.metrics.gauge(
             "work_latency_ewma_seconds",
             Some(Unit::Seconds),
-            "EWMA (alpha 0.3) of the latency of successful upstream calls",
+            "Latency of successful upstream calls, smoothed (EWMA, alpha 0.3).",
             &[],
         );
         Self::new(
@@ -185,20 +198,17 @@ impl Worker {
         }
         let bytes = response.bytes().await.map_err(|e| self.classify(e))?;
         let body = serde_json::from_slice(&bytes)
-            .map_err(|e| DomainError::MalformedBody(e.to_string()))?;
+            .map_err(|_| DomainError::MalformedBody)?;
         Ok((body, started.elapsed()))
     }
 
     fn classify(&self, error: reqwest::Error) -> WorkError {
-        // reqwest's Display omits the cause ("error sending request"); the source says why.
-        let reason = std::error::Error::source(&error)
-            .map_or_else(|| error.to_string(), ToString::to_string);
         let error = if error.is_timeout() {
             InfrastructureError::Timeout(self.attempt_timeout.as_secs_f64())
         } else if error.is_connect() {
-            InfrastructureError::Connect(reason)
+            InfrastructureError::Connect(reason(&error))
         } else {
-            InfrastructureError::Request(reason)
+            InfrastructureError::Request(reason(&error))
         };
         error.into()
     }
@@ -210,7 +220,7 @@ impl Worker {
             .map_or(0, |d| d.as_secs());
         let last = LastValue { value, fetched_at };
         let json =
-            serde_json::to_vec(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
+            crate::http::json_text(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         write_atomically(&self.data_dir.join(LAST_VALUE_FILE), &json)
             .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
@@ -237,7 +247,7 @@ impl Worker {
     #[tracing::instrument(name = "work.run", skip_all)]
     pub async fn run_once(&self) {
         let Some(upstream) = &self.upstream else {
-            tracing::debug!("no upstream configured; nothing to do");
+            tracing::debug!("work skipped: no upstream configured");
             return;
         };
         match self.attempt(upstream).await {
