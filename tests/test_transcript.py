@@ -257,6 +257,7 @@ class Scenarios:
             ("stale PID file", self.pid_stale),
             ("upstream transient failure", self.upstream_transient),
             ("upstream persistent failure", self.upstream_persistent),
+            ("upstream unreachable", self.upstream_unreachable),
             ("shutdown overrun", self.shutdown_overrun),
             ("OpenTelemetry export", self.opentelemetry),
         ]:
@@ -412,6 +413,15 @@ class Scenarios:
             self.t.add(f"exit {svc.proc.returncode if svc.proc else None}")
             self.t.output("last_value.json", (svc.data_dir / "last_value.json").read_text()
                           .replace(str(_fetched_at(svc)), "<unix>"))
+
+    def upstream_unreachable(self) -> None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+            port = closed.getsockname()[1]
+            self.masker.ports.add(port)
+            svc = self.started(self.service(settings=_work(f"http://127.0.0.1:{port}/value")), wait="listening")
+            svc.wait_for_message("work failed, using last good value", timeout=15)
+            self.stopped(svc)
 
     def shutdown_overrun(self) -> None:
         with FakeUpstream([(None, "")]) as upstream:

@@ -128,10 +128,21 @@ class Metrics:
 
 # The platform's metrics in the contract's order; the service part's follow by name, then the
 # process metrics.
-_FIRST = ("build_info", "http_requests_total", "errors_total", "retries_total")
-_FIRST += ("heartbeat_timestamp_seconds", "ready", "degraded")
-_LAST = ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds")
-_LAST += ("process_start_time_seconds",)
+_FIRST = (
+    "build_info",
+    "http_requests_total",
+    "errors_total",
+    "retries_total",
+    "heartbeat_timestamp_seconds",
+    "ready",
+    "degraded",
+)
+_LAST = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+)
 _SAMPLE = re.compile(r"^(?P<name>[^{\s]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 _LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
 
@@ -153,7 +164,9 @@ def canonical(text: str, prefix: str) -> str:
             match = _SAMPLE.match(line)
             if match is None:
                 continue
-            labels = sorted((m.group("key"), m.group("value")) for m in _LABEL.finditer(match.group("labels") or ""))
+            labels = sorted(
+                (m.group("key"), m.group("value")) for m in _LABEL.finditer(match.group("labels") or "")
+            )
             current[1].append((match.group("name"), labels, match.group("value")))
 
     def rank(name: str) -> tuple[int, int, str]:
