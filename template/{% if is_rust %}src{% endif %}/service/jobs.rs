@@ -370,7 +370,7 @@ mod tests {
         let stored = worker.finalize(42.0).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LAST_VALUE_FILE)).unwrap();
         assert!(
-            text.starts_with("{\"value\":42.0,\"fetched_at\":"),
+            text.starts_with("{\"value\": 42.0, \"fetched_at\": "),
             "{text}"
         );
         assert_eq!(load_last_value(dir.path()), Some(stored));
