@@ -1286,7 +1286,10 @@ mod tests {
 
     #[test]
     fn toml_errors_are_placed_at_the_start_of_their_line() {
-        assert_eq!(toml_position("[http]\n  port = 80 80\n", 17), "line 2, column 3");
+        assert_eq!(
+            toml_position("[http]\n  port = 80 80\n", 17),
+            "line 2, column 3"
+        );
         assert_eq!(toml_position("[http\n", 6), "line 1, column 1");
         assert_eq!(toml_position("", 0), "line 1, column 1");
     }

@@ -35,7 +35,11 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// each a level or `module=level`, a module being a path of identifiers joined by `::` or
 /// `.`. The error quotes the first bad directive.
 pub fn check_filter(text: &str) -> Result<(), String> {
-    let mut directives = text.split(',').map(str::trim).filter(|d| !d.is_empty()).peekable();
+    let mut directives = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .peekable();
     if directives.peek().is_none() {
         return Err("the filter is empty".to_string());
     }

@@ -64,10 +64,7 @@ pub fn register(version: &str, commit: &str) {
         n.errors_total.clone(),
         "Runs of jobs and requests that ended in an error, by kind."
     );
-    describe_counter!(
-        n.retries_total.clone(),
-        "Retries of transient errors."
-    );
+    describe_counter!(n.retries_total.clone(), "Retries of transient errors.");
     describe_gauge!(
         n.heartbeat_timestamp_seconds.clone(),
         Unit::Seconds,
@@ -384,7 +381,8 @@ pub fn canonical(text: &str, prefix: &str) -> String {
         for (name, labels, value) in samples {
             out.push_str(name);
             if !labels.is_empty() {
-                let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let pairs: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
                 out.push('{');
                 out.push_str(&pairs.join(","));
                 out.push('}');

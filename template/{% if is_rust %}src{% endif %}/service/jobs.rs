@@ -197,8 +197,7 @@ impl Worker {
             return Err(InfrastructureError::Status(status.as_u16()).into());
         }
         let bytes = response.bytes().await.map_err(|e| self.classify(e))?;
-        let body = serde_json::from_slice(&bytes)
-            .map_err(|_| DomainError::MalformedBody)?;
+        let body = serde_json::from_slice(&bytes).map_err(|_| DomainError::MalformedBody)?;
         Ok((body, started.elapsed()))
     }
 
@@ -219,8 +218,8 @@ impl Worker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let last = LastValue { value, fetched_at };
-        let json =
-            crate::http::json_text(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
+        let json = crate::http::json_text(&last)
+            .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         write_atomically(&self.data_dir.join(LAST_VALUE_FILE), &json)
             .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
