@@ -14,7 +14,6 @@ Regenerate it (from the Python flavour; the Rust one must then match):
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import fcntl
 import os
@@ -29,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CONTRACT_ANSWERS, FLAVOUR_MANIFESTS, FLAVOUR_TOOLS
+
 from helpers import TEMPLATE, require_tool
 from services import BuiltService, FakeUpstream, Service, good, request
 
@@ -343,7 +342,7 @@ class Scenarios:
 
     def metrics(self, svc: Service) -> None:
         resp = svc.get("/metrics")
-        self.t.add(f"> GET /metrics", f"< {resp.status}", f"< content-type: {resp.headers.get('content-type')}")
+        self.t.add("> GET /metrics", f"< {resp.status}", f"< content-type: {resp.headers.get('content-type')}")
         for line in resp.body.splitlines():
             self.t.output("metrics", _metric_line(line, self.built.metric_prefix))
 
