@@ -390,12 +390,13 @@ class Scenarios:
             self.stopped(svc)
 
     def upstream_persistent(self) -> None:
-        with FakeUpstream([good(42), (404, ""), (200, "not json")]) as upstream:
+        answers = [good(42), (404, ""), (200, "not json"), (200, '{"value": "high"}'), (200, '{"other": 1}')]
+        with FakeUpstream(answers) as upstream:
             self.masker.ports.add(upstream.server.server_address[1])
             svc = self.started(self.service(settings=_work(upstream.url, "0.3")), wait="listening")
-            upstream.wait_calls(3, 10)
+            upstream.wait_calls(5, 10)
             deadline = time.monotonic() + 10
-            while svc.stderr_text().count("work failed") < 2 and time.monotonic() < deadline:
+            while svc.stderr_text().count("work failed") < 4 and time.monotonic() < deadline:
                 time.sleep(0.05)
             self.http(svc, "GET", "/v1/value")
             svc.signal(signal.SIGTERM)

@@ -66,8 +66,13 @@ pub enum Prepared {
 pub fn prepare(body: &serde_json::Value) -> Prepared {
     match body.get("value").map(|v| (v, v.as_f64())) {
         Some((_, Some(value))) if value.is_finite() => Prepared::Ready(value),
-        Some((raw, _)) => Prepared::Unprepared(format!("\"value\" is {raw}, not a finite number")),
-        None => Prepared::Unprepared("no \"value\" field".to_string()),
+        Some((raw, _)) => {
+            // As the Python flavour shows it: json.dumps' text, at most 40 characters.
+            let text = crate::http::json_text(raw).unwrap_or_default();
+            let shown: String = String::from_utf8_lossy(&text).chars().take(40).collect();
+            Prepared::Unprepared(format!("\"value\" is not a finite number: {shown}"))
+        }
+        None => Prepared::Unprepared("the answer is not a JSON object with a \"value\"".to_string()),
     }
 }
 
