@@ -72,7 +72,9 @@ pub fn prepare(body: &serde_json::Value) -> Prepared {
             let shown: String = String::from_utf8_lossy(&text).chars().take(40).collect();
             Prepared::Unprepared(format!("\"value\" is not a finite number: {shown}"))
         }
-        None => Prepared::Unprepared("the answer is not a JSON object with a \"value\"".to_string()),
+        None => {
+            Prepared::Unprepared("the answer is not a JSON object with a \"value\"".to_string())
+        }
     }
 }
 
