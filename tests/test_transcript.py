@@ -254,6 +254,7 @@ class Scenarios:
             ("port in use", self.port_in_use),
             ("PID file held by a live process", self.pid_held),
             ("stale PID file", self.pid_stale),
+            ("PID file in a folder that cannot be made", self.pid_unusable),
             ("upstream transient failure", self.upstream_transient),
             ("upstream persistent failure", self.upstream_persistent),
             ("upstream unreachable", self.upstream_unreachable),
@@ -379,6 +380,14 @@ class Scenarios:
         svc.pid_file.parent.mkdir(parents=True)
         svc.pid_file.write_text("999999\n")
         self.stopped(self.started(svc))
+
+    def pid_unusable(self) -> None:
+        svc = self.service()
+        svc.prefix.joinpath("run").write_text("a file where the PID file's folder should be\n")
+        self.started(svc, wait="none")
+        code = svc.wait(15)
+        self.t.stderr(svc)
+        self.t.add(f"exit {code}")
 
     def upstream_transient(self) -> None:
         with FakeUpstream([(503, "")]) as upstream:

@@ -207,6 +207,9 @@ async def serve(
         except pidfile.PidFileHeld as held:
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
             return EXIT_RUNTIME
+        except pidfile.PidFileError as error:
+            log.error("CRITICAL uncaught error", error=str(error))
+            return EXIT_RUNTIME
         except BindError as error:
             log.error("cannot bind", addr=error.addr, error=error.reason)
             return EXIT_RUNTIME
