@@ -255,6 +255,7 @@ class Scenarios:
             ("PID file held by a live process", self.pid_held),
             ("stale PID file", self.pid_stale),
             ("PID file in a folder that cannot be made", self.pid_unusable),
+            ("data folder that cannot be made", self.data_dir_unusable),
             ("upstream transient failure", self.upstream_transient),
             ("upstream persistent failure", self.upstream_persistent),
             ("upstream unreachable", self.upstream_unreachable),
@@ -384,6 +385,14 @@ class Scenarios:
     def pid_unusable(self) -> None:
         svc = self.service()
         svc.prefix.joinpath("run").write_text("a file where the PID file's folder should be\n")
+        self.started(svc, wait="none")
+        code = svc.wait(15)
+        self.t.stderr(svc)
+        self.t.add(f"exit {code}")
+
+    def data_dir_unusable(self) -> None:
+        svc = self.service(settings={"PATHS__DATA_DIR": "${PREFIX}/blocked/data"})
+        svc.prefix.joinpath("blocked").write_text("a file where a folder should be\n")
         self.started(svc, wait="none")
         code = svc.wait(15)
         self.t.stderr(svc)

@@ -24,6 +24,7 @@ import aiohttp
 from . import about, heartbeat, http, pidfile, sd_notify, shutdown
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
+from .errors import os_reason
 from .health import Health, Phase
 from .http import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
@@ -123,13 +124,21 @@ def _name(job: Job) -> str:
     return getattr(job, "__qualname__", None) or repr(job)
 
 
-def _make_dir(path: Path, mode: int | None = None) -> None:
+class StartError(Exception):
+    """A resource the service needs cannot be made; the message is the error line's."""
+
+
+def _make_dir(configured: str, mode: int | None = None) -> None:
+    path = Path(configured)
     if path.is_dir():
         return
-    path.mkdir(parents=True, exist_ok=True)
-    if mode is not None:
-        # mkdir's mode is masked by the umask; the contract wants exactly this one.
-        path.chmod(mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if mode is not None:
+            # mkdir's mode is masked by the umask; the contract wants exactly this one.
+            path.chmod(mode)
+    except OSError as error:
+        raise StartError(f"cannot create directory {configured}: {os_reason(error)}") from error
 
 
 def worker_threads(configured: int) -> int:
@@ -157,8 +166,8 @@ async def build(
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
-        _make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
-        _make_dir(Path(paths.tmp_dir))
+        _make_dir(paths.data_dir, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        _make_dir(paths.tmp_dir)
         threads = worker_threads(settings.runtime.worker_threads)
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix=about.PACKAGE)
@@ -207,7 +216,7 @@ async def serve(
         except pidfile.PidFileHeld as held:
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
             return EXIT_RUNTIME
-        except pidfile.PidFileError as error:
+        except (pidfile.PidFileError, StartError) as error:
             log.error("CRITICAL uncaught error", error=str(error))
             return EXIT_RUNTIME
         except BindError as error:
