@@ -268,7 +268,14 @@ class Scenarios:
 
     def usage(self) -> None:
         svc = self.service()
-        for args in [(), ("serve",), ("run", "--bogus"), ("run", "--config"), ("check-config", "extra")]:
+        for args in [
+            (),
+            ("serve",),
+            ("--bogus",),
+            ("run", "--bogus"),
+            ("run", "--config"),
+            ("check-config", "extra"),
+        ]:
             self.cli(*args, svc=svc)
 
     def check_config(self) -> None:

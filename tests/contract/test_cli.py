@@ -75,11 +75,12 @@ def test_bad_usage_exits_1_with_usage_on_stderr(spawn, args):
     [
         (["frobnicate"], 'unknown command "frobnicate"; allowed run, check-config'),
         (["run", "--bogus"], 'unknown argument "--bogus"'),
+        (["--bogus"], 'unknown argument "--bogus"'),
         (["check-config", "extra"], 'unknown argument "extra"'),
         (["check-config", "--config"], "--config needs a value"),
         ([], "missing command; allowed run, check-config"),
     ],
-    ids=["unknown-command", "unknown-option", "extra-argument", "missing-value", "no-command"],
+    ids=["unknown-command", "unknown-option", "unknown-top-option", "extra-argument", "missing-value", "no-command"],
 )
 def test_bad_usage_says_what_in_the_same_words(spawn, args, what):
     svc = spawn()
