@@ -25,7 +25,7 @@ use crate::{http, service};
 pub enum AppError {
     #[error(transparent)]
     PidFile(#[from] PidFileError),
-    #[error("cannot create directory {path}: {source}")]
+    #[error("cannot create directory {path}: {}", crate::errors::os_reason(source))]
     Directory { path: String, source: io::Error },
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: io::Error },

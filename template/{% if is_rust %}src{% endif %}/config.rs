@@ -155,20 +155,17 @@ pub mod rules {
         }
     }
 
-    /// A log filter in `RUST_LOG` syntax.
+    /// A log filter in `RUST_LOG` syntax, in the grammar both flavours accept.
     pub fn log_filter(text: &str) -> Result<(), ValidationError> {
         const ALLOWED: &str = "a level (off, error, warn, info, debug, trace) and/or module=level pairs, comma separated";
-        if text.trim().is_empty() {
-            return Err(error("filter", "the filter is empty", ALLOWED));
-        }
-        match crate::logging::parse_filter(text) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(error(
-                "filter",
-                &format!("{{value}} is not a valid filter ({e})"),
-                ALLOWED,
-            )),
-        }
+        let what = match crate::logging::check_filter(text) {
+            Ok(()) => match crate::logging::parse_filter(text) {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("{{value}} is not a valid filter ({e})"),
+            },
+            Err(what) => what,
+        };
+        Err(error("filter", &what, ALLOWED))
     }
 }
 
@@ -873,18 +870,38 @@ fn read_toml(path: &Path, required: bool, errors: &mut ConfigError) -> Option<Ta
         Ok(text) => text,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            errors.push(format!("cannot read {}: {e}", path.display()));
+            errors.push(format!(
+                "cannot read {}: {}",
+                path.display(),
+                crate::errors::os_reason(&e)
+            ));
             return None;
         }
     };
     match text.parse::<Table>() {
         Ok(table) => Some(table),
         Err(e) => {
-            let message = e.to_string().trim().replace('\n', " ");
-            errors.push(format!("{}: {message}", path.display()));
+            let at = e.span().map_or(text.len(), |span| span.start);
+            errors.push(format!(
+                "{}: not valid TOML at {}",
+                path.display(),
+                toml_position(&text, at)
+            ));
             None
         }
     }
+}
+
+/// `line L, column C` of a TOML syntax error, placed as both flavours can: L is the line where
+/// the parser stopped (the last line at the end of the document), C where that line's text
+/// starts. The parsers' own messages and columns differ; this rule does not.
+pub fn toml_position(text: &str, offset: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let number = (before.matches('\n').count() + 1).min(lines.len().max(1));
+    let line = lines.get(number - 1).copied().unwrap_or("");
+    let column = line.chars().count() - line.trim_start().chars().count() + 1;
+    format!("line {number}, column {column}")
 }
 
 /// Refuses a secrets file that group or others may read or write.
@@ -1261,10 +1278,20 @@ mod tests {
             .lines;
         assert!(
             lines[0].starts_with(
-                "config error: log.filter (env RUST_LOG): \"a=b=c\" is not a valid filter"
+                "config error: log.filter (env RUST_LOG): \"a=b=c\" is not a valid directive"
             ),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn toml_errors_are_placed_at_the_start_of_their_line() {
+        assert_eq!(
+            toml_position("[http]\n  port = 80 80\n", 17),
+            "line 2, column 3"
+        );
+        assert_eq!(toml_position("[http\n", 6), "line 1, column 1");
+        assert_eq!(toml_position("", 0), "line 1, column 1");
     }
 
     #[test]

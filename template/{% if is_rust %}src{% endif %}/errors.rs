@@ -3,6 +3,33 @@
 
 use thiserror::Error;
 
+/// An OS error in the C library's words (`No such file or directory`), without the
+/// ` (os error 2)` that Rust adds: every error line says it the same way in both flavours.
+pub fn os_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match error.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .map_or_else(|| text.clone(), str::to_string),
+        None => text,
+    }
+}
+
+/// A number as log lines, error lines and the metrics page write it in both flavours: an
+/// integral value without `.0` (`30`), others in the shortest form that reads back the same,
+/// never with an exponent (`0.5`, `0.0000001`); `+Inf`, `-Inf`, `NaN` as Prometheus does.
+pub fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_string()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        value.to_string()
+    }
+}
+
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -30,27 +57,27 @@ pub trait Classify {
 /// Model validation failed.
 #[derive(Debug, Error)]
 pub enum DomainError {
-    #[error("malformed upstream answer: {0}")]
-    MalformedBody(String),
+    #[error("the upstream's answer is not JSON")]
+    MalformedBody,
 }
 
 /// Business logic refused to go on.
 #[derive(Debug, Error)]
 pub enum ApplicationError {
-    #[error("upstream value not usable: {0}")]
+    #[error("{0}")]
     Unprepared(String),
 }
 
 /// Network, RPC or storage failed.
 #[derive(Debug, Error)]
 pub enum InfrastructureError {
-    #[error("cannot connect to upstream: {0}")]
+    #[error("cannot reach upstream: {0}")]
     Connect(String),
-    #[error("upstream timed out after {0:.1}s")]
+    #[error("cannot reach upstream: timed out after {}s", number(*.0))]
     Timeout(f64),
-    #[error("upstream answered HTTP {0}")]
+    #[error("upstream answered {0}")]
     Status(u16),
-    #[error("upstream request failed: {0}")]
+    #[error("cannot reach upstream: {0}")]
     Request(String),
     #[error("cannot store the last value: {0}")]
     Storage(String),
@@ -140,7 +167,7 @@ mod tests {
             ErrorKind::Transient
         );
         assert_eq!(
-            WorkError::from(DomainError::MalformedBody("x".into())).kind(),
+            WorkError::from(DomainError::MalformedBody).kind(),
             ErrorKind::Persistent
         );
         assert_eq!(
@@ -148,5 +175,15 @@ mod tests {
             ErrorKind::Persistent
         );
         assert_eq!(ErrorKind::Persistent.as_str(), "persistent");
+    }
+
+    #[test]
+    fn os_errors_read_as_the_c_library_words_them() {
+        let missing = std::io::Error::from_raw_os_error(2);
+        assert_eq!(os_reason(&missing), "No such file or directory");
+        assert_eq!(number(1.0), "1");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(1e-7), "0.0000001");
+        assert_eq!(number(1_764_250_000.0), "1764250000");
     }
 }

@@ -74,16 +74,23 @@ impl<F: Future> Future for Guarded<'_, F> {
 /// A JSON answer: `application/json; charset=utf-8`, written as Python's `json.dumps` does
 /// (`", "` and `": "` separators), so that both flavours answer the same bytes.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
-    let mut body = Vec::with_capacity(64);
-    let mut serializer = serde_json::Serializer::with_formatter(&mut body, Spaced);
-    if value.serialize(&mut serializer).is_err() {
+    let Ok(body) = json_text(value) else {
         return internal_error();
-    }
+    };
     let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
     response
+}
+
+/// `value` as Python's `json.dumps` writes it (`", "` and `": "` separators): for answers and
+/// for files an operator reads, the same bytes in both flavours.
+pub fn json_text(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(64);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut body, Spaced);
+    value.serialize(&mut serializer)?;
+    Ok(body)
 }
 
 /// `{"error": "<message>"}` with `status`.
@@ -270,7 +277,21 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
         }
     };
     metrics::count_request(route, method, response.status());
-    response
+    with_text_body(response)
+}
+
+/// axum's own 405 has no body: give it the same text as the Python flavour's, keeping `Allow`.
+fn with_text_body(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let mut answer = (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// The platform's routes, the service's, and 404 for anything else, all guarded and counted.

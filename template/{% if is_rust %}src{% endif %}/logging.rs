@@ -29,6 +29,48 @@ pub fn parse_filter(text: &str) -> Result<EnvFilter, ParseError> {
     EnvFilter::builder().parse(text)
 }
 
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a filter against the grammar both flavours accept: comma-separated directives,
+/// each a level or `module=level`, a module being a path of identifiers joined by `::` or
+/// `.`. The error quotes the first bad directive.
+pub fn check_filter(text: &str) -> Result<(), String> {
+    let mut directives = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .peekable();
+    if directives.peek().is_none() {
+        return Err("the filter is empty".to_string());
+    }
+    for directive in directives {
+        let (module, level) = match directive.rsplit_once('=') {
+            Some((module, level)) => (Some(module.trim()), level.trim()),
+            None => (None, directive),
+        };
+        let level_ok = LEVELS.contains(&level.to_ascii_lowercase().as_str());
+        let module_ok = match module {
+            Some(module) => is_module_path(module),
+            None => true,
+        };
+        if !(level_ok && module_ok) {
+            let quoted = directive.replace('\\', "\\\\").replace('"', "\\\"");
+            return Err(format!("\"{quoted}\" is not a valid directive"));
+        }
+    }
+    Ok(())
+}
+
+fn is_module_path(module: &str) -> bool {
+    module.replace("::", ".").split('.').all(|name| {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
 /// `Nov 05 15:30:45.234`, always UTC, month names in English whatever the locale.
 pub fn timestamp(at: OffsetDateTime) -> String {
     let month = MONTHS[usize::from(u8::from(at.month())) - 1];
@@ -124,6 +166,11 @@ impl Visit for Pairs {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.record_str(field, &format!("{value:?}"));
+    }
+
+    /// `30` for 30.0, `0.5` for 0.5: as the Python flavour writes a float.
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record_str(field, &crate::errors::number(value));
     }
 }
 
@@ -249,15 +296,20 @@ impl<'a> MakeWriter<'a> for Sink {
 pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Installs the global subscriber: `filter` (already validated) decides what reaches `sink`.
-pub fn init(filter: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), String> {
-    let filter = parse_filter(filter).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+pub fn init(filter_text: &str, sink: Sink, extra: Vec<ExtraLayer>) -> Result<(), String> {
+    let filter = parse_filter(filter_text)
+        .map_err(|e| format!("invalid log filter {filter_text:?}: {e}"))?;
     let lines = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
         .with_writer(sink)
         .with_filter(filter)
         .boxed();
     let mut layers: Vec<ExtraLayer> = vec![lines];
-    layers.extend(extra);
+    // The same filter for every other layer: what is not logged is not exported either.
+    for layer in extra {
+        let filter = parse_filter(filter_text).map_err(|e| e.to_string())?;
+        layers.push(layer.with_filter(filter).boxed());
+    }
     tracing::subscriber::set_global_default(Registry::default().with(layers))
         .map_err(|e| e.to_string())
 }

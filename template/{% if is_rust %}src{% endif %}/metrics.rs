@@ -54,32 +54,29 @@ pub fn register(version: &str, commit: &str) {
     let n = names();
     describe_gauge!(
         n.build_info.clone(),
-        "Build of the running service; always 1"
+        "Always 1; the labels say which build is running."
     );
     describe_counter!(
         n.http_requests_total.clone(),
-        "HTTP requests answered, by route, method and status"
+        "HTTP requests answered, by route, method and status."
     );
     describe_counter!(
         n.errors_total.clone(),
-        "Failed jobs and requests, by error kind (transient or persistent)"
+        "Runs of jobs and requests that ended in an error, by kind."
     );
-    describe_counter!(
-        n.retries_total.clone(),
-        "Retries of transient upstream errors"
-    );
+    describe_counter!(n.retries_total.clone(), "Retries of transient errors.");
     describe_gauge!(
         n.heartbeat_timestamp_seconds.clone(),
         Unit::Seconds,
-        "Unix time of the last heartbeat"
+        "Unix time of the main loop's last heartbeat."
     );
     describe_gauge!(
         n.ready.clone(),
-        "1 when the service is ready to serve, else 0"
+        "1 while the service is ready to serve, else 0."
     );
     describe_gauge!(
         n.degraded.clone(),
-        "1 when the service runs degraded (its last job run failed), else 0"
+        "1 while the service serves its last good values after an error, else 0."
     );
     let build = [
         ("version", version.to_string()),
@@ -290,8 +287,115 @@ impl Exporter {
     pub fn render(&self) -> String {
         let mut text = self.handle.render();
         text.push_str(&process::render());
-        text
+        canonical(&text, &snake_name())
     }
+}
+
+/// A sample: its name, its labels sorted by name (values as escaped in the text), its value.
+type Sample<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
+/// The labels of a sample, `key="value",...`, values kept as escaped.
+fn labels(text: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let bytes = after.as_bytes();
+        let mut end = 0;
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        let end = end.min(after.len());
+        out.push((key.trim_start_matches(',').trim(), &after[..end]));
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The metrics page as both flavours write it, whatever their client library does.
+///
+/// Families in a fixed order (the contract's, then the service part's by name, then the
+/// process metrics), no blank lines; in each, `# HELP`, `# TYPE`, then the samples sorted by
+/// name and labels; labels sorted by name; values written by [`crate::errors::number`]
+/// (`1`, not `1.0`).
+pub fn canonical(text: &str, prefix: &str) -> String {
+    const FIRST: [&str; 7] = [
+        "build_info",
+        "http_requests_total",
+        "errors_total",
+        "retries_total",
+        "heartbeat_timestamp_seconds",
+        "ready",
+        "degraded",
+    ];
+    const LAST: [&str; 4] = [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ];
+    let mut families: Vec<(&str, Vec<&str>, Vec<Sample<'_>>)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            let index = match families.iter().position(|(n, _, _)| *n == name) {
+                Some(index) => index,
+                None => {
+                    families.push((name, Vec::new(), Vec::new()));
+                    families.len() - 1
+                }
+            };
+            families[index].1.push(line);
+            current = Some(index);
+        } else if !line.is_empty() && !line.starts_with('#') {
+            let (Some(index), Some((series, value))) = (current, line.rsplit_once(' ')) else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, labels(rest.strip_suffix('}').unwrap_or(rest))),
+                None => (series, Vec::new()),
+            };
+            families[index].2.push((name, labels, value));
+        }
+    }
+    let rank = |name: &str| -> (u8, usize) {
+        let short = name.strip_prefix(prefix).and_then(|n| n.strip_prefix('_'));
+        if let Some(i) = short.and_then(|short| FIRST.iter().position(|f| *f == short)) {
+            return (0, i);
+        }
+        match LAST.iter().position(|l| *l == name) {
+            Some(i) => (2, i),
+            None => (1, 0),
+        }
+    };
+    families.sort_by(|a, b| (rank(a.0), a.0).cmp(&(rank(b.0), b.0)));
+    let mut out = String::with_capacity(text.len());
+    for (_, mut heads, mut samples) in families {
+        heads.sort_by_key(|head| !head.starts_with("# HELP"));
+        for head in heads {
+            out.push_str(head);
+            out.push('\n');
+        }
+        samples.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (name, labels, value) in samples {
+            out.push_str(name);
+            if !labels.is_empty() {
+                let pairs: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                out.push('{');
+                out.push_str(&pairs.join(","));
+                out.push('}');
+            }
+            out.push(' ');
+            match value.parse::<f64>() {
+                Ok(number) => out.push_str(&crate::errors::number(number)),
+                Err(_) => out.push_str(value),
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `GET /metrics`.

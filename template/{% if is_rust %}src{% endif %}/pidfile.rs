@@ -14,7 +14,7 @@ use thiserror::Error;
 pub enum PidFileError {
     #[error("PID file {path} is held by a live process (pid {pid})")]
     Held { path: PathBuf, pid: String },
-    #[error("cannot use PID file {path}: {source}")]
+    #[error("cannot use PID file {path}: {}", crate::errors::os_reason(source))]
     Io { path: PathBuf, source: io::Error },
 }
 

@@ -31,13 +31,13 @@ fn unknown_paths_are_404_and_counted_as_unknown() {
     let p = common::NAME.replace('-', "_");
     assert!(
         body.contains(&format!(
-            "{p}_http_requests_total{{route=\"unknown\",method=\"GET\",status=\"404\"}} 1"
+            "{p}_http_requests_total{{method=\"GET\",route=\"unknown\",status=\"404\"}} 1"
         )),
         "{body}"
     );
     assert!(
         body.contains(&format!(
-            "{p}_http_requests_total{{route=\"unknown\",method=\"other\",status=\"404\"}} 1"
+            "{p}_http_requests_total{{method=\"other\",route=\"unknown\",status=\"404\"}} 1"
         )),
         "{body}"
     );

@@ -380,7 +380,26 @@ def test_toml_syntax_error_names_the_file(spawn):
 
     assert proc.returncode == 1
     path = svc.workdir / "cfg" / "test.toml"
-    assert re.search(rf"^config error: {re.escape(str(path))}: \S", proc.stderr, re.MULTILINE), proc.stderr
+    assert proc.stderr == f"config error: {path}: not valid TOML at line 1, column 1\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        ("[http]\nport = 80 80\n", "line 2, column 1"),
+        ('[http]\n  host = "127.0.0.1\n', "line 2, column 3"),
+        ("[http]\nport = 80\nport = 81\n", "line 3, column 1"),
+    ],
+    ids=["two-values", "unclosed-string", "duplicate-key"],
+)
+def test_toml_syntax_error_is_placed_by_one_rule(spawn, text, position):
+    """The parsers word and place errors differently; the line is theirs, the column its start."""
+    svc = spawn(fast=False)
+
+    proc = check(svc, text)
+
+    path = svc.workdir / "cfg" / "test.toml"
+    assert proc.stderr == f"config error: {path}: not valid TOML at {position}\n"
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])

@@ -90,6 +90,7 @@ def test_values_at_start(shared_service, service_build):
     assert set(build_info) == {"version", "commit", "flavour"}
     assert m.value(f"{p}build_info", **build_info) == 1
     assert abs(m.value(f"{p}heartbeat_timestamp_seconds") - time.time()) < 3
+    assert m.value(f"{p}heartbeat_timestamp_seconds").is_integer(), "whole seconds, as the heartbeat file"
     assert abs(m.value("process_start_time_seconds") - time.time()) < 60
     assert m.value("process_open_fds") > 0
     assert m.value("process_resident_memory_bytes") > 1_000_000

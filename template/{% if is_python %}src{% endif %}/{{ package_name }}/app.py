@@ -13,7 +13,7 @@ import contextlib
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ import aiohttp
 from . import about, heartbeat, http, pidfile, sd_notify, shutdown
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
+from .errors import os_reason
 from .health import Health, Phase
 from .http import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
@@ -111,25 +112,33 @@ class App:
 
     def _on_beat(self, now: float) -> None:
         self.health.beat()
-        self.metrics.heartbeat.set(now)
+        self.metrics.heartbeat.set(int(now))  # whole seconds, as the heartbeat file
         sd_notify.notify("WATCHDOG=1")
 
     def _reopen_logs(self) -> None:
         self.sink.reopen()
-        log.info("log file reopened", path=self.sink.path)
+        log.info("log file reopened", path=self.settings.paths.log_file)
 
 
 def _name(job: Job) -> str:
     return getattr(job, "__qualname__", None) or repr(job)
 
 
-def _make_dir(path: Path, mode: int | None = None) -> None:
+class StartError(Exception):
+    """A resource the service needs cannot be made; the message is the error line's."""
+
+
+def _make_dir(configured: str, mode: int | None = None) -> None:
+    path = Path(configured)
     if path.is_dir():
         return
-    path.mkdir(parents=True, exist_ok=True)
-    if mode is not None:
-        # mkdir's mode is masked by the umask; the contract wants exactly this one.
-        path.chmod(mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if mode is not None:
+            # mkdir's mode is masked by the umask; the contract wants exactly this one.
+            path.chmod(mode)
+    except OSError as error:
+        raise StartError(f"cannot create directory {configured}: {os_reason(error)}") from error
 
 
 def worker_threads(configured: int) -> int:
@@ -157,8 +166,8 @@ async def build(
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
-        _make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
-        _make_dir(Path(paths.tmp_dir))
+        _make_dir(paths.data_dir, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        _make_dir(paths.tmp_dir)
         threads = worker_threads(settings.runtime.worker_threads)
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix=about.PACKAGE)
@@ -189,20 +198,29 @@ async def serve(
     span: SpanFactory = no_span,
     stream: IO[str] | None = None,
     part: ServicePart | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> int:
-    """Open the logs, build, run until stopped; every failure becomes a logged exit code."""
+    """Open the logs, build, run until stopped; every failure becomes a logged exit code.
+
+    `on_start` logs what a module set up before the log lines were (the traces' endpoint).
+    """
     settings = loaded.settings
     paths = settings.paths
     with logs(parse_filter(settings.log.filter), Path(paths.log_file), stream) as sink:
         log.info("starting", version=about.__version__, pid=os.getpid())
+        if on_start is not None:
+            on_start()
         try:
             async with build(loaded, sink, span, part) as app:
                 code = await app.run_until_stopped()
         except pidfile.PidFileHeld as held:
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
             return EXIT_RUNTIME
+        except (pidfile.PidFileError, StartError) as error:
+            log.error("CRITICAL uncaught error", error=str(error))
+            return EXIT_RUNTIME
         except BindError as error:
-            log.error("CRITICAL cannot bind", addr=error.addr, error=error.reason)
+            log.error("cannot bind", addr=error.addr, error=error.reason)
             return EXIT_RUNTIME
         except Exception as error:
             log.error("CRITICAL uncaught error", error=f"{type(error).__name__}: {error}")
@@ -212,10 +230,10 @@ async def serve(
         return code
 
 
-def run(loaded: Loaded, span: SpanFactory = no_span) -> int:
+def run(loaded: Loaded, span: SpanFactory = no_span, on_start: Callable[[], None] | None = None) -> int:
     """Run the service in the foreground; the process's exit code."""
     try:
-        return asyncio.run(serve(loaded, span))
+        return asyncio.run(serve(loaded, span, on_start=on_start))
     except KeyboardInterrupt:
         # SIGINT before the handlers are installed: the start was cut short.
         print("interrupted while starting", file=sys.stderr)

@@ -45,6 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from . import about
+from .errors import os_reason
 from .logging import FILTER_RULE, parse_filter, redact_urls
 
 DEFAULT_CONFIG = Path("cfg/config.toml")
@@ -344,15 +345,26 @@ def load(
 
 def _read_toml(model: type[Settings], path: Path, errors: list[str]) -> dict[str, Any] | None:
     try:
-        path.read_bytes()
+        text = path.read_bytes().decode("utf-8", "replace")
     except OSError as error:
-        errors.append(f"config error: cannot read {path}: {error.strerror or error}")
+        errors.append(f"config error: cannot read {path}: {os_reason(error)}")
         return None
     try:
         return TomlConfigSettingsSource(model, toml_file=path)()
     except tomllib.TOMLDecodeError as error:
-        errors.append(f"config error: {path}: {error}")
+        errors.append(f"config error: {path}: not valid TOML at {toml_position(text, str(error))}")
         return None
+
+
+def toml_position(text: str, message: str) -> str:
+    """`line L, column C` of a TOML syntax error, placed as both flavours can: L is the line where
+    the parser stopped (the last line at the end of the document), C where that line's text starts.
+    """
+    lines = text.splitlines() or [""]
+    found = re.search(r"at line (\d+)", message)
+    number = min(int(found.group(1)), len(lines)) if found else len(lines)
+    line = lines[number - 1]
+    return f"line {number}, column {len(line) - len(line.lstrip()) + 1}"
 
 
 def _environment(model: type[Settings], env: Mapping[str, str], merged: _Layers) -> dict[str, Any]:

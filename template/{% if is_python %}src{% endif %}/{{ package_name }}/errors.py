@@ -9,6 +9,9 @@ persistent ones (validation, auth, not found) are not.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+from decimal import Decimal
 from enum import StrEnum
 
 
@@ -57,3 +60,26 @@ def http_status_kind(status: int) -> Kind:
     if status in (408, 429) or status >= 500:
         return Kind.TRANSIENT
     return Kind.PERSISTENT
+
+
+def os_reason(error: OSError) -> str:
+    """An OS error in the C library's words (`No such file or directory`), the same in both flavours."""
+    if error.errno:
+        return os.strerror(error.errno)
+    return error.strerror or str(error) or type(error).__name__
+
+
+def number(value: float) -> str:
+    """A number as log lines, error lines and the metrics page write it in both flavours.
+
+    An integral value without `.0` (`30`), others in the shortest form that reads back the same,
+    never with an exponent (`0.5`, `0.0000001`); `+Inf`, `-Inf`, `NaN` as Prometheus does.
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")

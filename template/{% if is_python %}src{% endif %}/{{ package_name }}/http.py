@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .errors import Kind
+from .errors import Kind, os_reason
 from .health import Health
 from .logging import get_logger
 from .metrics import CONTENT_TYPE, UNKNOWN_ROUTE, Metrics
@@ -159,7 +159,7 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[i
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as error:
-            raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
+            raise BindError(f"{host}:{port}", os_reason(error)) from error
         yield int(runner.addresses[0][1])
     finally:
         await runner.cleanup()

@@ -9,7 +9,6 @@ module paths written with dots: `info`, `debug`, `order_router.work=debug,info`.
 
 from __future__ import annotations
 
-import json
 import logging as std_logging
 import re
 import sys
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
+
+from .errors import number
 
 TRACE = 5
 OFF = std_logging.CRITICAL + 10
@@ -45,6 +46,8 @@ _LEVEL_NAMES = {
 # Month names are spelled out here, not taken from strftime("%b"), which follows the locale.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+# A module of a filter directive: identifiers joined by dots (`::` is read as a dot).
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # `scheme://user:password@` in a value: the credentials never reach a log line or an error.
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
 
@@ -58,7 +61,11 @@ class LogFilter:
 
 
 def parse_filter(text: str) -> LogFilter:
-    """Parse RUST_LOG syntax (`info`, `pkg.work=debug,info`); ValueError says what is wrong."""
+    """Parse RUST_LOG syntax (`info`, `pkg.work=debug,info`); ValueError quotes the bad directive.
+
+    The grammar both flavours accept: comma-separated directives, each a level or
+    `module=level`, a module being a path of identifiers joined by `.` or `::`.
+    """
     default = std_logging.INFO
     modules: list[tuple[str, int]] = []
     parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -67,16 +74,15 @@ def parse_filter(text: str) -> LogFilter:
     for part in parts:
         module, sep, level_text = part.rpartition("=")
         level = LEVELS.get(level_text.strip().lower())
-        if level is None:
-            raise ValueError(f"{json.dumps(level_text.strip())} is not a level")
-        if not sep:
-            default = level
-            continue
         # `pkg::work` is accepted too, so that one RUST_LOG value serves both flavours.
         module = module.strip().replace("::", ".")
-        if not module or any(not name.isidentifier() for name in module.split(".")):
-            raise ValueError(f"{json.dumps(module)} is not a module path")
-        modules.append((module, level))
+        if level is None or (sep and not _MODULE_PATH.fullmatch(module)):
+            quoted = part.replace("\\", "\\\\").replace('"', '\\"')
+            raise ValueError(f'"{quoted}" is not a valid directive')
+        if sep:
+            modules.append((module, level))
+        else:
+            default = level
     return LogFilter(default, tuple(modules))
 
 
@@ -90,8 +96,7 @@ def format_value(value: object) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, float):
-        # As Rust prints an f64: 30.0 -> "30", 0.5 -> "0.5".
-        text = str(int(value)) if value.is_integer() else repr(value)
+        text = number(value)  # 30.0 -> "30", 0.5 -> "0.5", as in the Rust flavour
     else:
         text = redact_urls(str(value))
     if text and not any(ch in ' ="' or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):

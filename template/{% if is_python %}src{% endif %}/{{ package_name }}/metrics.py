@@ -9,6 +9,7 @@ every label up front, so the number of series stays bounded whatever clients sen
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from . import about
-from .errors import Kind
+from .errors import Kind, number
 
 # The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -122,7 +123,74 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return canonical(generate_latest(self.registry).decode(), about.METRIC_PREFIX).encode()
+
+
+# The platform's metrics in the contract's order; the service part's follow by name, then the
+# process metrics.
+_FIRST = (
+    "build_info",
+    "http_requests_total",
+    "errors_total",
+    "retries_total",
+    "heartbeat_timestamp_seconds",
+    "ready",
+    "degraded",
+)
+_LAST = (
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+)
+_SAMPLE = re.compile(r"^(?P<name>[^{\s]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
+
+
+def canonical(text: str, prefix: str) -> str:
+    """The metrics page as both flavours write it, whatever their client library does.
+
+    Families in a fixed order (the contract's, then the service part's by name, then the
+    process metrics), no blank lines; in each, `# HELP`, `# TYPE`, then the samples sorted by
+    name and labels; labels sorted by name; values written by `errors.number` (`1`, not `1.0`).
+    """
+    families: dict[str, tuple[list[str], list[tuple[str, list[tuple[str, str]], str]]]] = {}
+    current: tuple[list[str], list[tuple[str, list[tuple[str, str]], str]]] | None = None
+    for line in text.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            current = families.setdefault(line.split(" ", 3)[2], ([], []))
+            current[0].append(line)
+        elif line and not line.startswith("#") and current is not None:
+            match = _SAMPLE.match(line)
+            if match is None:
+                continue
+            labels = sorted(
+                (m.group("key"), m.group("value")) for m in _LABEL.finditer(match.group("labels") or "")
+            )
+            current[1].append((match.group("name"), labels, match.group("value")))
+
+    def rank(name: str) -> tuple[int, int, str]:
+        if name.startswith(prefix) and name[len(prefix) :] in _FIRST:
+            return (0, _FIRST.index(name[len(prefix) :]), name)
+        if name in _LAST:
+            return (2, _LAST.index(name), name)
+        return (1, 0, name)
+
+    out: list[str] = []
+    for name in sorted(families, key=rank):
+        heads, samples = families[name]
+        out += sorted(heads, key=lambda head: not head.startswith("# HELP"))
+        for sample, labels, value in sorted(samples, key=lambda s: (s[0], s[1])):
+            pairs = ",".join(f'{key}="{text}"' for key, text in labels)
+            out.append(f"{sample}{{{pairs}}} {_value(value)}" if pairs else f"{sample} {_value(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _value(text: str) -> str:
+    try:
+        return number(float(text))
+    except ValueError:
+        return text
 
 
 class Series:

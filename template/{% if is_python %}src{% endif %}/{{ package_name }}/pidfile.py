@@ -12,9 +12,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import os_reason
 from .logging import get_logger
 
 log = get_logger(__name__)
+
+
+class PidFileError(Exception):
+    """The PID file cannot be created, opened or locked; the message is the error line's."""
 
 
 class PidFileHeld(Exception):
@@ -29,9 +34,12 @@ class PidFileHeld(Exception):
 @contextlib.contextmanager
 def held(path: Path) -> Iterator[None]:
     """Create and lock the PID file; remove it at exit. Raises PidFileHeld."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise PidFileError(f"cannot use PID file {path}: {os_reason(error)}") from error
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

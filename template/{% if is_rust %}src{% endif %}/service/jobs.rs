@@ -66,8 +66,15 @@ pub enum Prepared {
 pub fn prepare(body: &serde_json::Value) -> Prepared {
     match body.get("value").map(|v| (v, v.as_f64())) {
         Some((_, Some(value))) if value.is_finite() => Prepared::Ready(value),
-        Some((raw, _)) => Prepared::Unprepared(format!("\"value\" is {raw}, not a finite number")),
-        None => Prepared::Unprepared("no \"value\" field".to_string()),
+        Some((raw, _)) => {
+            // As the Python flavour shows it: json.dumps' text, at most 40 characters.
+            let text = crate::http::json_text(raw).unwrap_or_default();
+            let shown: String = String::from_utf8_lossy(&text).chars().take(40).collect();
+            Prepared::Unprepared(format!("\"value\" is not a finite number: {shown}"))
+        }
+        None => {
+            Prepared::Unprepared("the answer is not a JSON object with a \"value\"".to_string())
+        }
     }
 }
 
@@ -82,6 +89,19 @@ pub struct LastValue {
 pub fn load_last_value(data_dir: &Path) -> Option<LastValue> {
     let text = std::fs::read(data_dir.join(LAST_VALUE_FILE)).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// Why a request failed: the OS error in its C library words when there is one (the same
+/// text as the Python flavour's), else the innermost cause (reqwest's own text omits it).
+fn reason(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return crate::errors::os_reason(io);
+        }
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// The upstream and its credential.
@@ -149,7 +169,7 @@ impl Worker {
         let latency = ctx.metrics.gauge(
             "work_latency_ewma_seconds",
             Some(Unit::Seconds),
-            "EWMA (alpha 0.3) of the latency of successful upstream calls",
+            "Latency of successful upstream calls, smoothed (EWMA, alpha 0.3).",
             &[],
         );
         Self::new(
@@ -184,21 +204,17 @@ impl Worker {
             return Err(InfrastructureError::Status(status.as_u16()).into());
         }
         let bytes = response.bytes().await.map_err(|e| self.classify(e))?;
-        let body = serde_json::from_slice(&bytes)
-            .map_err(|e| DomainError::MalformedBody(e.to_string()))?;
+        let body = serde_json::from_slice(&bytes).map_err(|_| DomainError::MalformedBody)?;
         Ok((body, started.elapsed()))
     }
 
     fn classify(&self, error: reqwest::Error) -> WorkError {
-        // reqwest's Display omits the cause ("error sending request"); the source says why.
-        let reason = std::error::Error::source(&error)
-            .map_or_else(|| error.to_string(), ToString::to_string);
         let error = if error.is_timeout() {
             InfrastructureError::Timeout(self.attempt_timeout.as_secs_f64())
         } else if error.is_connect() {
-            InfrastructureError::Connect(reason)
+            InfrastructureError::Connect(reason(&error))
         } else {
-            InfrastructureError::Request(reason)
+            InfrastructureError::Request(reason(&error))
         };
         error.into()
     }
@@ -209,8 +225,8 @@ impl Worker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let last = LastValue { value, fetched_at };
-        let json =
-            serde_json::to_vec(&last).map_err(|e| InfrastructureError::Storage(e.to_string()))?;
+        let json = crate::http::json_text(&last)
+            .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         write_atomically(&self.data_dir.join(LAST_VALUE_FILE), &json)
             .map_err(|e| InfrastructureError::Storage(e.to_string()))?;
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(last);
@@ -237,7 +253,7 @@ impl Worker {
     #[tracing::instrument(name = "work.run", skip_all)]
     pub async fn run_once(&self) {
         let Some(upstream) = &self.upstream else {
-            tracing::debug!("no upstream configured; nothing to do");
+            tracing::debug!("work skipped: no upstream configured");
             return;
         };
         match self.attempt(upstream).await {
@@ -360,7 +376,7 @@ mod tests {
         let stored = worker.finalize(42.0).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LAST_VALUE_FILE)).unwrap();
         assert!(
-            text.starts_with("{\"value\":42.0,\"fetched_at\":"),
+            text.starts_with("{\"value\": 42.0, \"fetched_at\": "),
             "{text}"
         );
         assert_eq!(load_last_value(dir.path()), Some(stored));

@@ -46,7 +46,10 @@ fn a_good_answer_is_stored_as_the_last_value() {
         metric(body, "work_latency_ewma_seconds") > 0.0 && stored.exists()
     });
     let text = std::fs::read_to_string(&stored).unwrap();
-    assert!(text.starts_with(r#"{"value":42.5,"fetched_at":"#), "{text}");
+    assert!(
+        text.starts_with(r#"{"value": 42.5, "fetched_at": "#),
+        "{text}"
+    );
     assert_eq!(app.get("/.well-known/ready").0, 200);
 }
 
