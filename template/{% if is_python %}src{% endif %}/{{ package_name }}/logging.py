@@ -151,7 +151,25 @@ def get_logger(name: str) -> Logger:
 
 
 class ReopeningFileHandler(std_logging.FileHandler):
-    """A file handler that logrotate can move away: `reopen()` on SIGHUP starts a new file."""
+    """A file handler that logrotate can move away: `reopen()` on SIGHUP starts a new file.
+
+    A line that cannot be written (disk full) is lost, counted as
+    `exhaustion_total{kind="log_write"}` and reported on stderr at most once per interval;
+    the service goes on.
+    """
+
+    _failing = False
+
+    def handleError(self, record: std_logging.LogRecord) -> None:  # noqa: N802 (the standard name)
+        if self._failing:
+            return
+        self._failing = True
+        try:
+            from . import limits  # noqa: PLC0415 (limits logs through this module)
+
+            limits.exhausted("log_write", path=self.baseFilename)
+        finally:
+            self._failing = False
 
     def reopen(self) -> None:
         self.acquire()
