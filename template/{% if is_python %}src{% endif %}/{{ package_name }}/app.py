@@ -25,9 +25,9 @@ from . import about, heartbeat, http, limits, pidfile, sd_notify, server, shutdo
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .health import Health, Phase
-from .server import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
 from .metrics import Metrics
+from .server import BindError
 
 log = get_logger(__name__)
 

@@ -37,7 +37,10 @@ async def beat_forever(path: Path, interval: float, on_beat: Callable[[float], N
             if error.errno in limits.FD_ERRNOS:
                 limits.exhausted("file_descriptors")
             limits.warn(
-                "heartbeat", "cannot write the heartbeat file", severe=True, error=error.strerror or str(error)
+                "heartbeat",
+                "cannot write the heartbeat file",
+                severe=True,
+                error=error.strerror or str(error),
             )
         else:
             on_beat(now)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .logging import get_logger
@@ -36,7 +37,9 @@ MEMORY_ERRNOS = frozenset({errno.ENOBUFS, errno.ENOMEM})
 class RateLimited:
     """Says, per key, whether a line may be logged now, and how many were suppressed since."""
 
-    def __init__(self, interval: float = WARN_INTERVAL_SECS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, interval: float = WARN_INTERVAL_SECS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._interval = interval
         self._clock = clock
         self._next: dict[str, float] = {}
@@ -52,23 +55,27 @@ class RateLimited:
         return self._suppressed.pop(key, 0)
 
 
-_warnings = RateLimited()
-# The counter `exhaustion_total`, once the metrics exist (see `attach`).
-_counter: Any = None
-_pending: dict[str, int] = {}
+@dataclass
+class _State:
+    """The process's intervals, and the counter `exhaustion_total` once the metrics exist."""
+
+    warnings: RateLimited = field(default_factory=RateLimited)
+    counter: Any = None
+    pending: dict[str, int] = field(default_factory=dict)
+
+
+_state = _State()
 
 
 def attach(counter: Any) -> None:
     """Count into `counter` (labelled by kind) from now on, adding what was counted before."""
-    global _counter
-    _counter = counter
+    _state.counter = counter
     for kind in EXHAUSTION_KINDS:
-        counter.labels(kind).inc(_pending.pop(kind, 0))
+        counter.labels(kind).inc(_state.pending.pop(kind, 0))
 
 
 def detach() -> None:
-    global _counter
-    _counter = None
+    _state.counter = None
 
 
 def warn(key: str, message: str, *, severe: bool = False, **fields: object) -> bool:
@@ -76,7 +83,7 @@ def warn(key: str, message: str, *, severe: bool = False, **fields: object) -> b
 
     `severe=True` logs at ERROR instead.
     """
-    suppressed = _warnings.allow(key)
+    suppressed = _state.warnings.allow(key)
     if suppressed is None:
         return False
     (log.error if severe else log.warn)(message, **fields, suppressed=suppressed)
@@ -92,15 +99,17 @@ _MESSAGES = {
 
 def exhausted(kind: str, **fields: object) -> None:
     """One occurrence of exhaustion `kind`: counted, and logged at most once per interval."""
-    if _counter is not None:
-        _counter.labels(kind).inc()
+    if _state.counter is not None:
+        _state.counter.labels(kind).inc()
     else:
-        _pending[kind] = _pending.get(kind, 0) + 1
-    warn(f"exhaustion:{kind}", _MESSAGES[kind], kind=kind, **fields)
+        _state.pending[kind] = _state.pending.get(kind, 0) + 1
+    key = f"exhaustion:{kind}"
+    suppressed = _state.warnings.allow(key)
+    if suppressed is not None:
+        log.warn(_MESSAGES[kind], kind=kind, **fields, suppressed=suppressed)
 
 
 def reset() -> None:
     """Forget every interval and pending count (tests)."""
-    global _warnings
-    _warnings = RateLimited()
-    _pending.clear()
+    _state.warnings = RateLimited()
+    _state.pending.clear()

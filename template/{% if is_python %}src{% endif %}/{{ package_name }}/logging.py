@@ -160,7 +160,7 @@ class ReopeningFileHandler(std_logging.FileHandler):
 
     _failing = False
 
-    def handleError(self, record: std_logging.LogRecord) -> None:  # noqa: N802 (the standard name)
+    def handleError(self, record: std_logging.LogRecord) -> None:
         if self._failing:
             return
         self._failing = True

@@ -103,8 +103,8 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
-        for kind in EXHAUSTION_KINDS:
-            self.exhaustion.labels(kind)
+        for exhaustion_kind in EXHAUSTION_KINDS:
+            self.exhaustion.labels(exhaustion_kind)
         self._requests: dict[tuple[str, str, int], Any] = {}
 
     def count_request(self, route: str, method: str, status: int) -> None:

@@ -100,7 +100,12 @@ class _Handler(web_protocol.RequestHandler):
     """aiohttp's connection, with a deadline for each request head and one for writes."""
 
     def __init__(
-        self, manager: web.Server, limits_: Limits, metrics: Metrics, on_lost: Callable[[], None], **kwargs: Any
+        self,
+        manager: web.Server,
+        limits_: Limits,
+        metrics: Metrics,
+        on_lost: Callable[[], None],
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, keepalive_timeout=limits_.idle_timeout, **kwargs)
         self._limits = limits_
@@ -223,9 +228,12 @@ async def _accept_forever(
 
         try:
             await loop.connect_accepted_socket(
-                lambda: factory(release), conn, ssl=ssl, ssl_handshake_timeout=handshake_timeout if ssl else None
+                lambda: factory(release),
+                conn,
+                ssl=ssl,
+                ssl_handshake_timeout=handshake_timeout if ssl else None,
             )
-        except (OSError, asyncio.TimeoutError, ssl_module.SSLError):
+        except (TimeoutError, OSError, ssl_module.SSLError):
             conn.close()
             release()
 
@@ -274,7 +282,11 @@ async def serving(
             fd_limit=fds,
         )
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECS, handler_cancellation=True
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=CLOSE_GRACE_SECS,
+        handler_cancellation=True,
     )
     await runner.setup()
     accepting: asyncio.Task[None] | None = None
@@ -297,4 +309,3 @@ async def serving(
             sock.close()
     finally:
         await runner.cleanup()
-
