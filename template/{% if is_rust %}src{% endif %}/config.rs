@@ -1155,12 +1155,12 @@ mod tests {
         );
         let lines = load(&src).unwrap_err().lines;
         let expected = [
-            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port".to_string(),
+            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections".to_string(),
             "config error: apm.url (base): \"ftp://x\" is not an http(s) URL; allowed an http(s) URL, or empty".to_string(),
             "config error: heartbeat.interval_secs (base): \"10\" is not a number; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             "config error: shutdown.timeout_secs (base): 0 is out of range; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             format!("config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"),
-            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port"),
+            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections"),
             format!("config error: runtime.worker_threads (env {threads_var}): \"many\" is not a whole number; allowed 0-1024 (0 = the available cores)"),
         ];
         for line in &expected {

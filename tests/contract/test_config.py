@@ -304,7 +304,7 @@ def test_unknown_key_message_lists_the_allowed_keys(spawn):
     proc = check(svc, "[http]\nportt = 1\n")
 
     assert (
-        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port"
+        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections"
         in proc.stderr.splitlines()
     )
 
