@@ -181,6 +181,27 @@ pub struct Http {
     /// 0 picks a free port (tests).
     #[validate(range(max = 65535, message = "1-65535 (0 picks a free port)"))]
     pub port: u32,
+    /// A request head must arrive whole within this many seconds of its first byte.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub header_timeout_secs: f64,
+    /// A connection without a request in progress is closed after this many seconds.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub idle_timeout_secs: f64,
+    /// A client that does not read its answer for this many seconds is disconnected.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub write_timeout_secs: f64,
+    /// Open connections at most (lowered at start to the file descriptor limit minus 64).
+    #[validate(range(min = 1, max = 1000000, message = "1-1000000"))]
+    pub max_connections: u32,
 }
 
 impl Default for Http {
@@ -188,6 +209,10 @@ impl Default for Http {
         Self {
             host: "127.0.0.1".into(),
             port: DEFAULT_HTTP_PORT.parse().unwrap_or(8080),
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
+            write_timeout_secs: 30.0,
+            max_connections: 1024,
         }
     }
 }

@@ -222,14 +222,16 @@ impl Write for SinkWriter<'_> {
         // The file first: whoever sees a line on stderr finds it in the file already. Both
         // under the file's lock, so that threads logging at once leave their lines in the
         // same order on stderr and in the file.
-        let written = match &self.sink.file {
-            Some(file) => file.write_line(buf, to_stderr),
-            None => {
-                to_stderr();
-                Ok(())
+        if let Some(file) = &self.sink.file {
+            if file.write_line(buf, to_stderr).is_err() {
+                // Disk full: the line is lost from the file (stderr has it), counted and
+                // reported at most once per interval; the service goes on.
+                crate::limits::log_write_failed(file.path());
             }
-        };
-        written.map(|()| buf.len())
+        } else {
+            to_stderr();
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

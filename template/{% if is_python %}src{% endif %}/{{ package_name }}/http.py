@@ -19,9 +19,10 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from pydantic import BaseModel, ValidationError
 
+from . import server
 from .errors import Kind
 from .health import Health
 from .logging import get_logger
@@ -32,6 +33,7 @@ log = get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
 # A request body larger than this is refused with 413.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -105,6 +107,9 @@ def _middleware(metrics: Metrics) -> Any:
 
     @web.middleware
     async def platform_rules(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.version not in HTTP_VERSIONS:
+            # HTTP/0.9 and HTTP/2 over an HTTP/1 connection: refused, as the Rust flavour's parser does.
+            return server.rejected(metrics, 400)
         try:
             response = await handler(request)
         except web.HTTPException as error:

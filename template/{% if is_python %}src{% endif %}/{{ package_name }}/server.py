@@ -33,7 +33,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web, web_protocol
-from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
 from . import limits
 from .logging import get_logger
@@ -87,10 +87,8 @@ def rejected_status(status: int, error: BaseException | None) -> int:
     """The status of a request the parser refused: a line too long is 414 (URI) or 431 (header)."""
     if isinstance(error, LineTooLong):
         line = error.args[0] if error.args else b""
-        text = line if isinstance(line, bytes) else str(line).encode("utf-8", "replace")
+        text = bytes(line) if isinstance(line, (bytes, bytearray)) else str(line).encode("utf-8", "replace")
         return 414 if text.startswith(b"/") or b"://" in text[:16] else 431
-    if isinstance(error, BadStatusLine) and "version" in str(error).lower():
-        return 505
     if isinstance(error, BadHttpMessage) and "too many headers" in str(error).lower():
         return 431
     return status
@@ -152,9 +150,10 @@ class _Handler(web_protocol.RequestHandler):
         self._abort()
 
     def _abort(self) -> None:
-        self.force_close()
+        # Before force_close(), which closes gracefully: after the buffered answers, never sent.
         if self.transport is not None:
             self.transport.abort()
+        self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         # The peer is gone: what it pipelined is not answered.
@@ -179,14 +178,18 @@ class _Handler(web_protocol.RequestHandler):
     ) -> web.StreamResponse:
         if status == 500:
             return super().handle_error(request, status, exc, message)
-        status = rejected_status(status, exc)
-        self._metrics.count_request(UNKNOWN_ROUTE, OTHER, status)
-        limits.warn("rejected", "request rejected", status=status)
         if request.writer.output_size > 0:
             raise ConnectionError("the answer has already begun")
-        response = web.Response(status=status, text=HTTPStatus(status).phrase)
-        response.force_close()
-        return response
+        return rejected(self._metrics, rejected_status(status, exc))
+
+
+def rejected(metrics: Metrics, status: int) -> web.Response:
+    """The answer to a request refused before routing: counted, logged at most once per interval."""
+    metrics.count_request(UNKNOWN_ROUTE, OTHER, status)
+    limits.warn("rejected", "request rejected", status=status)
+    response = web.Response(status=status, text=HTTPStatus(status).phrase)
+    response.force_close()
+    return response
 
 
 def _nothing() -> None:
