@@ -88,7 +88,11 @@ pub fn out_of_memory(error: &io::Error) -> bool {
 pub fn file_descriptors_exhausted() {
     count("file_descriptors");
     if let Some(suppressed) = allow("exhaustion:file_descriptors") {
-        tracing::warn!(kind = "file_descriptors", suppressed, "out of file descriptors");
+        tracing::warn!(
+            kind = "file_descriptors",
+            suppressed,
+            "out of file descriptors"
+        );
     }
 }
 
@@ -169,10 +173,22 @@ mod tests {
         let start = Instant::now();
         let interval = Duration::from_secs(10);
         assert_eq!(limiter.allow("a", start, interval), Some(0));
-        assert_eq!(limiter.allow("a", start + Duration::from_secs(1), interval), None);
-        assert_eq!(limiter.allow("a", start + Duration::from_secs(2), interval), None);
-        assert_eq!(limiter.allow("b", start + Duration::from_secs(2), interval), Some(0));
-        assert_eq!(limiter.allow("a", start + Duration::from_secs(10), interval), Some(2));
+        assert_eq!(
+            limiter.allow("a", start + Duration::from_secs(1), interval),
+            None
+        );
+        assert_eq!(
+            limiter.allow("a", start + Duration::from_secs(2), interval),
+            None
+        );
+        assert_eq!(
+            limiter.allow("b", start + Duration::from_secs(2), interval),
+            Some(0)
+        );
+        assert_eq!(
+            limiter.allow("a", start + Duration::from_secs(10), interval),
+            Some(2)
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn fd_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+    (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// `http.max_connections`, lowered to leave [`FD_RESERVE`] descriptors free (at least 1).
@@ -185,7 +185,11 @@ impl<S> Guarded<S> {
         Poll::Ready(io::ErrorKind::TimedOut.into())
     }
 
-    fn wrote<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn wrote<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Pending => self.write_deadline(cx).map(Err),
             done => {
@@ -414,7 +418,9 @@ pub async fn serve(
                 None => connection(stream, router, limits, stop).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
-                    if let Ok(Ok(stream)) = tokio::time::timeout(limits.header_timeout, handshake).await {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(limits.header_timeout, handshake).await
+                    {
                         connection(stream, router, limits, stop).await;
                     }
                 }
