@@ -44,10 +44,10 @@ class Exchange:
 
 
 def statuses_of(raw: bytes) -> list[int]:
-    """The status code of every HTTP/1 status line at the start of a line in `raw`."""
+    """The status code of every status line at the start of a line in `raw` (any HTTP version)."""
     found = []
     for line in raw.split(b"\r\n"):
-        if line.startswith(b"HTTP/1.") and len(line) >= 12 and line[9:12].isdigit():
+        if line.startswith(b"HTTP/") and len(line) >= 12 and line[9:12].isdigit():
             found.append(int(line[9:12]))
     return found
 
