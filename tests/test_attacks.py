@@ -98,9 +98,11 @@ PARSER_CASES = {
     "NUL in the path": (b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     "control byte in a header value": (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n", {400}),
     "NUL in a header name": (b"GET / HTTP/1.1\r\nHost: x\r\nX\x00Y: 1\r\n\r\n", {400}),
+    # Refused (aiohttp), or read as chunked and the connection closed after the answer (hyper,
+    # as RFC 9112 §6.1 allows): either way the request behind it is never answered.
     "Content-Length with Transfer-Encoding": (
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-        {400},
+        {400, 404},
     ),
     "two Content-Lengths": (
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc" + SMUGGLED,

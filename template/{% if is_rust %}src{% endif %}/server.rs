@@ -277,15 +277,8 @@ pub fn rejected(status: StatusCode) -> Response<Body> {
 }
 
 /// The limits hyper leaves to the service: a request line or a header line longer than
-/// [`MAX_LINE`], and a body framed twice (`Content-Length` and `Transfer-Encoding`, the
-/// shape of request smuggling), which hyper would read as chunked.
+/// [`MAX_LINE`].
 fn refused<B>(request: &Request<B>) -> Option<StatusCode> {
-    let headers = request.headers();
-    if headers.contains_key(header::CONTENT_LENGTH)
-        && headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        return Some(StatusCode::BAD_REQUEST);
-    }
     let target = request
         .uri()
         .path_and_query()
@@ -466,11 +459,5 @@ mod tests {
         );
         let request = Request::get("/").header("x", "a").body(()).unwrap();
         assert_eq!(refused(&request), None);
-        let request = Request::post("/")
-            .header("content-length", "4")
-            .header("transfer-encoding", "chunked")
-            .body(())
-            .unwrap();
-        assert_eq!(refused(&request), Some(StatusCode::BAD_REQUEST));
     }
 }
