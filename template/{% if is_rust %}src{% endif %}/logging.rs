@@ -58,13 +58,16 @@ pub fn redact_urls(text: &str) -> std::borrow::Cow<'_, str> {
         let scheme = &rest[scheme_start..at];
         let authority = &rest[at + 3..];
         let end = authority
-            .find(|c: char| "/?#@".contains(c) || c.is_whitespace())
+            .find(|c: char| "/?#".contains(c) || c.is_whitespace())
             .unwrap_or(authority.len());
-        let credentials = end > 0 && authority[end..].starts_with('@');
+        // The userinfo ends at the authority's last `@`: a password may hold an `@` unescaped.
+        let userinfo = authority[..end].rfind('@').filter(|&at| at > 0);
         out.push_str(&rest[..at + 3]);
-        if credentials && scheme.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        if let Some(userinfo) =
+            userinfo.filter(|_| scheme.starts_with(|c: char| c.is_ascii_alphabetic()))
+        {
             out.push_str(crate::config::REDACTED);
-            rest = &authority[end..];
+            rest = &authority[userinfo..];
         } else {
             rest = authority;
         }
@@ -308,6 +311,10 @@ mod tests {
             "cannot reach https://[redacted]@host:8/x and ftp://[redacted]@h"
         );
         assert_eq!(redact_urls("http://host/a@b"), "http://host/a@b");
+        assert_eq!(
+            redact_urls("http://user:p@ss@host/x"),
+            "http://[redacted]@host/x"
+        );
         assert_eq!(redact_urls("me@example.com"), "me@example.com");
         assert_eq!(quoted("http://u:p@h/"), "http://[redacted]@h/");
     }
