@@ -105,7 +105,8 @@ struct Phase {
 const IDLE: u8 = 0;
 /// The first bytes of a request have arrived: the header deadline applies.
 const HEAD: u8 = 1;
-/// A request is being answered: no read deadline (the write deadline still applies).
+/// A request is being answered, until its answer's body is written: no read deadline (the
+/// write deadline still applies).
 const BUSY: u8 = 2;
 
 impl Phase {
@@ -308,6 +309,38 @@ fn parse_error_status(error: &hyper::Error) -> Option<StatusCode> {
     Some(StatusCode::BAD_REQUEST)
 }
 
+/// An answer's body: once hyper has written it (or given it up), the connection is idle.
+struct Answer {
+    inner: Body,
+    phase: Arc<Phase>,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.phase.set(IDLE);
+    }
+}
+
 /// Serves one connection until it closes, a deadline passes, or shutdown.
 async fn connection<S>(stream: S, router: Router, limits: Limits, stop: Listener)
 where
@@ -327,8 +360,7 @@ where
                     Err(never) => match never {},
                 },
             };
-            phase.set(IDLE);
-            Ok::<_, std::convert::Infallible>(response)
+            Ok::<_, std::convert::Infallible>(response.map(|inner| Answer { inner, phase }))
         }
     });
     let mut builder = http1::Builder::new();
