@@ -207,8 +207,9 @@ impl App {
             }
         };
 
-        tracing::info!(signal = signal.name(), "shutting down");
+        // Draining first: whoever reads the line finds ready answering 503 already.
         self.health.start_draining();
+        tracing::info!(signal = signal.name(), "shutting down");
         sd_notify::notify(sd_notify::STOPPING);
         trigger.fire();
         let timeout = self.settings.shutdown_timeout();
