@@ -305,3 +305,20 @@ def test_running_out_of_file_descriptors_is_survived_and_logged_once_per_interva
     assert 1 <= len(out) <= 1 + int(took / WARN_INTERVAL) + 1
     assert out[0].fields["kind"] == "file_descriptors" and "suppressed" in out[0].fields
     assert not [rec for rec in svc.log_lines() if rec.message.startswith("CRITICAL")]
+
+
+def test_a_log_file_that_cannot_be_written_is_counted_and_reported_once_per_interval(spawn):
+    # /dev/full takes the file open, then refuses every write (ENOSPC), as a full disk does.
+    svc = boot(spawn, PATHS__LOG_FILE="/dev/full")
+    started = time.monotonic()
+    with Watch(svc.port, svc.heartbeat_file) as watch:
+        for _ in range(50):
+            exchange(svc.port, b"HELLO\r\n\r\n", wait=1)  # each one a WARN line the file refuses
+        time.sleep(1)
+    took = time.monotonic() - started
+
+    assert_unharmed(svc, watch, 0, max_lines=40)
+    assert (scrape(svc, "exhaustion_total", kind="log_write") or 0) >= 1
+    reported = messages(svc, "cannot write the log file")
+    assert 1 <= len(reported) <= 2 + int(took / WARN_INTERVAL)
+    assert reported[0].fields["kind"] == "log_write" and reported[0].fields["path"] == "/dev/full"
