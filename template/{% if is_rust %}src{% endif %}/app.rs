@@ -129,7 +129,7 @@ impl App {
         let router = http::router(health.clone(), exporter, handles, routes);
 
         let wanted = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&wanted)
+        let listener = server::bind(&wanted)
             .await
             .map_err(|source| AppError::Bind {
                 addr: wanted.clone(),

@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
@@ -60,6 +60,31 @@ pub const MAX_LINE: usize = 8190;
 pub const MAX_HEADERS: usize = 128;
 /// A deadline is never further away than this (a year): durations stay in range.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Connections the kernel queues while the cap is reached (or accept is slower than they come).
+pub const BACKLOG: u32 = 1024;
+
+/// Binds `addr` (`host:port`, port 0 picks a free one) with a listen backlog of [`BACKLOG`]:
+/// the standard library's 128 drops connections of a burst before they are accepted.
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut failure = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address to bind");
+    for address in tokio::net::lookup_host(addr).await? {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let listened = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.bind(address))
+            .and_then(|()| socket.listen(BACKLOG));
+        match listened {
+            Ok(listener) => return Ok(listener),
+            Err(error) => failure = error,
+        }
+    }
+    Err(failure)
+}
 
 /// The limits of `[http]`.
 #[derive(Debug, Clone, Copy)]
