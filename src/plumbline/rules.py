@@ -25,6 +25,10 @@ from plumbline.errors import AuditError
 CONTRACT_KEYS = (
     "http.host",
     "http.port",
+    "http.header_timeout_secs",
+    "http.idle_timeout_secs",
+    "http.write_timeout_secs",
+    "http.max_connections",
     "log.filter",
     "paths.log_file",
     "paths.pid_file",

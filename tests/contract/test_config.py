@@ -83,6 +83,10 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
     expected = {
         "http.host": ("127.0.0.1", "base"),
         "http.port": (svc.built.answers["http_port"], "base"),
+        "http.header_timeout_secs": (10, "base"),
+        "http.idle_timeout_secs": (60, "base"),
+        "http.write_timeout_secs": (30, "base"),
+        "http.max_connections": (1024, "base"),
         "log.filter": ("info", "base"),
         "paths.log_file": (f"./log/{name}.log", "base"),
         "paths.pid_file": (f"{svc.prefix}/run/{name}.pid", "base"),
@@ -325,7 +329,8 @@ def test_unknown_key_message_lists_the_allowed_keys(spawn):
     proc = check(svc, "[http]\nportt = 1\n")
 
     assert (
-        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port"
+        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, "
+        "header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections"
         in proc.stderr.splitlines()
     )
 

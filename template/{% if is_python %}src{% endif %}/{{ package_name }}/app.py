@@ -21,14 +21,14 @@ from typing import IO, Any
 
 import aiohttp
 
-from . import about, heartbeat, http, pidfile, sd_notify, shutdown
+from . import about, heartbeat, http, limits, pidfile, sd_notify, server, shutdown
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .errors import os_reason
 from .health import Health, Phase
-from .http import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
 from .metrics import Metrics
+from .server import BindError
 
 log = get_logger(__name__)
 
@@ -150,6 +150,17 @@ def worker_threads(configured: int) -> int:
     return os.cpu_count() or 1
 
 
+def server_limits(settings: Settings) -> server.Limits:
+    """The connection limits of `[http]`."""
+    http_settings = settings.http
+    return server.Limits(
+        header_timeout=http_settings.header_timeout_secs,
+        idle_timeout=http_settings.idle_timeout_secs,
+        write_timeout=http_settings.write_timeout_secs,
+        max_connections=http_settings.max_connections,
+    )
+
+
 def _service_part() -> ServicePart:
     from . import service  # noqa: PLC0415 (the team's package, imported once the platform is up)
 
@@ -187,7 +198,11 @@ async def build(
         )
         service = part.build(context)
         web_app = http.application(metrics, health, service.routes)
-        port = await stack.enter_async_context(http.serving(web_app, settings.http.host, settings.http.port))
+        limits.attach(metrics.exhaustion)
+        stack.callback(limits.detach)
+        port = await stack.enter_async_context(
+            server.serving(web_app, settings.http.host, settings.http.port, metrics, server_limits(settings))
+        )
         app = App(settings, settings.http.host, port, metrics, health, context, service.jobs, sink)
         log.info("listening", addr=app.address)
         yield app
