@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from . import about, heartbeat, http, pidfile, sd_notify, shutdown
+from . import about, directories, heartbeat, http, pidfile, sd_notify, shutdown
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .health import Health, Phase
@@ -115,21 +115,13 @@ class App:
         sd_notify.notify("WATCHDOG=1")
 
     def _reopen_logs(self) -> None:
-        self.sink.reopen()
-        log.info("log file reopened", path=self.sink.path)
+        if self.sink.file_handler is not None:
+            self.sink.reopen()
+            log.info("log file reopened", path=self.sink.path)
 
 
 def _name(job: Job) -> str:
     return getattr(job, "__qualname__", None) or repr(job)
-
-
-def _make_dir(path: Path, mode: int | None = None) -> None:
-    if path.is_dir():
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    if mode is not None:
-        # mkdir's mode is masked by the umask; the contract wants exactly this one.
-        path.chmod(mode)
 
 
 def worker_threads(configured: int) -> int:
@@ -157,8 +149,9 @@ async def build(
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
-        _make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
-        _make_dir(Path(paths.tmp_dir))
+        directories.make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        directories.make_dir(Path(paths.tmp_dir))
+        directories.clean_tmp(paths.tmp_dir, paths.tmp_max_age_secs)
         threads = worker_threads(settings.runtime.worker_threads)
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix=about.PACKAGE)
@@ -193,7 +186,8 @@ async def serve(
     """Open the logs, build, run until stopped; every failure becomes a logged exit code."""
     settings = loaded.settings
     paths = settings.paths
-    with logs(parse_filter(settings.log.filter), Path(paths.log_file), stream) as sink:
+    log_filter = parse_filter(settings.log.filter)
+    with logs(log_filter, Path(paths.log_file), stream, settings.log.target) as sink:
         log.info("starting", version=about.__version__, pid=os.getpid())
         try:
             async with build(loaded, sink, span, part) as app:
