@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +148,7 @@ async def build(
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
-        directories.make_dir(Path(paths.data_dir), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        directories.make_dir(Path(paths.data_dir), directories.DATA_DIR_MODE)
         directories.make_dir(Path(paths.tmp_dir))
         directories.clean_tmp(paths.tmp_dir, paths.tmp_max_age_secs)
         threads = worker_threads(settings.runtime.worker_threads)

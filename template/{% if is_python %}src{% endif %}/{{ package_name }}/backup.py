@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import about, pidfile
+from . import about, directories, pidfile
 from .config import Settings
 from .logging import get_logger
 
@@ -74,7 +74,7 @@ def backup(settings: Settings, now: datetime | None = None) -> Written:
     if not os.path.isdir(data_dir):
         raise BackupError(f"data dir {data_dir} does not exist; nothing to back up")
     try:
-        os.makedirs(backup_dir, mode=0o750, exist_ok=True)
+        os.makedirs(backup_dir, mode=directories.DATA_DIR_MODE, exist_ok=True)
     except OSError as error:
         raise BackupError(f"cannot create backup dir {backup_dir}: {error.strerror}") from None
     name = snapshot_name(now or datetime.now(UTC))
@@ -111,9 +111,10 @@ def _write(data_dir: str, temporary: str) -> int:
     """The archive of the data dir in `temporary`, fsynced; the number of files in it."""
     files = 0
     with open(temporary, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb") as packed, tarfile.open(
-            fileobj=packed, mode="w", format=tarfile.PAX_FORMAT
-        ) as tar:
+        with (
+            gzip.GzipFile(fileobj=raw, mode="wb") as packed,
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             for root, dirs, names in os.walk(data_dir):
                 dirs.sort()
                 for name in sorted(dirs + names):
@@ -157,7 +158,11 @@ def _add(tar: tarfile.TarFile, path: str, member: str) -> int:
         if "unexpected end of data" in str(error):
             raise _Changed(path) from None
         raise
-    if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    ):
         raise _Changed(path)
     return 1
 
@@ -208,7 +213,7 @@ def _restore(data_dir: str, snapshot: str) -> str:
         with tarfile.open(snapshot, "r:gz") as tar:
             # The members were checked above; the "data" filter refuses the same dangers again.
             tar.extractall(staging, members=members, filter="data")
-        os.chmod(staging, 0o750)
+        os.chmod(staging, directories.DATA_DIR_MODE)
         replaced = os.path.lexists(data_dir)
         if replaced:
             if os.path.lexists(previous):
@@ -229,7 +234,9 @@ def _restore(data_dir: str, snapshot: str) -> str:
 
 def _checked_members(snapshot: str) -> list[tarfile.TarInfo]:
     """Every member of the snapshot, after reading it whole; BackupError on the first bad one."""
-    unreadable = BackupError(f"{snapshot} is not a readable snapshot (a .tar.gz archive); nothing was changed")
+    unreadable = BackupError(
+        f"{snapshot} is not a readable snapshot (a .tar.gz archive); nothing was changed"
+    )
     try:
         # The whole stream first: a truncated or altered archive fails its gzip checksum here.
         with gzip.open(snapshot, "rb") as stream:

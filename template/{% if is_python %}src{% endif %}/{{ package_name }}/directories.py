@@ -19,6 +19,9 @@ from .logging import get_logger
 
 log = get_logger(__name__)
 
+# 0750: the service's group may read its data, others may not.
+DATA_DIR_MODE = stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
+
 
 def make_dir(path: Path, mode: int | None = None) -> None:
     """Create the directory (and its parents) if missing, with exactly `mode` when given."""
