@@ -37,7 +37,7 @@ from .logging import get_logger
 log = get_logger(__name__)
 
 ATTEMPTS = 3
-SNAPSHOT = re.compile(rf"^{re.escape(about.NAME)}-\d{{8}}T\d{{6}}\.\d{{3}}Z\.tar\.gz$")
+SNAPSHOT = re.compile(rf"^{re.escape(about.NAME)}-[0-9]{{8}}T[0-9]{{6}}\.[0-9]{{3}}Z\.tar\.gz$")
 BEFORE_RESTORE = ".before-restore"
 
 
