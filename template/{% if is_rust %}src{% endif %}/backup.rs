@@ -372,7 +372,9 @@ fn swap_in(snapshot: &Path, staging: &Path, target: &Path, previous: &Path) -> i
     archive.set_preserve_permissions(false);
     archive.set_unpack_xattrs(false);
     // The members were checked before; `unpack` refuses `..` and writing through links again.
-    archive.unpack(staging).map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+    archive
+        .unpack(staging)
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
     fs::set_permissions(staging, fs::Permissions::from_mode(DATA_DIR_MODE))?;
     let replaced = fs::symlink_metadata(target).is_ok();
     if replaced {
@@ -466,7 +468,9 @@ mod tests {
         let name = snapshot_name(datetime!(2026-12-08 01:02:03.456 UTC));
         assert_eq!(name, format!("{SERVICE_NAME}-20261208T010203.456Z.tar.gz"));
         assert!(is_snapshot(&name));
-        assert!(!is_snapshot(&format!("{SERVICE_NAME}-20261208T010203Z.tar.gz")));
+        assert!(!is_snapshot(&format!(
+            "{SERVICE_NAME}-20261208T010203Z.tar.gz"
+        )));
         assert!(!is_snapshot(&format!(".{name}.tmp")));
         assert!(!is_snapshot("notes.txt"));
     }
@@ -475,11 +479,23 @@ mod tests {
     fn hostile_members_are_named() {
         use tar::EntryType::{Block, Link, Regular, Symlink};
         assert_eq!(problem("a/b", Regular, None), None);
-        assert_eq!(problem("/etc/passwd", Regular, None), Some("has an absolute path"));
-        assert_eq!(problem("a/../../x", Regular, None), Some("leads outside the data dir"));
+        assert_eq!(
+            problem("/etc/passwd", Regular, None),
+            Some("has an absolute path")
+        );
+        assert_eq!(
+            problem("a/../../x", Regular, None),
+            Some("leads outside the data dir")
+        );
         assert_eq!(problem("a/l", Symlink, Some("../b")), None);
-        assert_eq!(problem("a/l", Symlink, Some("../../b")), Some("links outside the data dir"));
-        assert_eq!(problem("l", Symlink, Some("/etc")), Some("links outside the data dir"));
+        assert_eq!(
+            problem("a/l", Symlink, Some("../../b")),
+            Some("links outside the data dir")
+        );
+        assert_eq!(
+            problem("l", Symlink, Some("/etc")),
+            Some("links outside the data dir")
+        );
         assert_eq!(
             problem("h", Link, Some("a")),
             Some("is not a file, directory or symbolic link")
