@@ -23,6 +23,7 @@ CONTRACT_KEYS = (
     "http.host",
     "http.port",
     "log.filter",
+    "log.target",
     "paths.log_file",
     "paths.pid_file",
     "paths.heartbeat_file",
@@ -30,6 +31,8 @@ CONTRACT_KEYS = (
     "paths.tmp_dir",
     "heartbeat.interval_secs",
     "shutdown.timeout_secs",
+    "backup.dir",
+    "backup.keep",
     "apm.url",
 )
 SECRET_NAME = re.compile(r"token|password|passwd|secret|key", re.IGNORECASE)
@@ -67,6 +70,20 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def stated_keys(text: str) -> set[str]:
+    """The keys a configuration file states (none when it does not parse)."""
+    try:
+        return set(dict(_flatten(tomllib.loads(text))))
+    except tomllib.TOMLDecodeError:
+        return set()
+
+
+def missing_key(finding: Finding) -> str | None:
+    """The key of a `contract key ... is missing` finding, else None."""
+    match = re.fullmatch(r"contract key (\S+) is missing", finding.message)
+    return match.group(1) if finding.rule == "config-keys" and match else None
 
 
 def check_config(project: Path) -> list[Finding]:
