@@ -569,7 +569,9 @@ def test_readme_deploy_sections_point_at_files_the_project_has(readme_template: 
 # The ops standard's deployment checklist, as committed in tests/data (the standard lives outside the repository).
 CHECKLIST_FILE = Path(__file__).parent / "data" / "ops-checklist.md"
 # Items the generated service does not fulfil yet: their row must say so and what to do instead.
-NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging"), ("storage", "backups")}
+# Every other item is provided: its row may not say "not provided" (but "not provided for this
+# deploy choice", when a deploy target that would do it was not chosen).
+NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging")}
 
 
 def _checklist() -> list[tuple[str, str]]:
@@ -580,11 +582,16 @@ def _checklist() -> list[tuple[str, str]]:
     return items
 
 
-def _checklist_rows(readme: str) -> dict[tuple[str, str], str]:
-    """The rows of the README's deployment checklist: (area, item without backticks) -> the "fulfilled by" cell."""
+def _checklist_row_list(readme: str) -> list[tuple[str, str, str]]:
+    """The rows of the README's deployment checklist, in order: (area, item without backticks, cell)."""
     section = readme.split("## Deployment checklist", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| ([a-z]+) \| (.+?) \| (.+) \|$", section, re.MULTILINE)
-    return {(area, item.replace("`", "").lower()): cell for area, item, cell in rows}
+    return [(area, item.replace("`", "").lower(), cell) for area, item, cell in rows]
+
+
+def _checklist_rows(readme: str) -> dict[tuple[str, str], str]:
+    """The rows of the README's deployment checklist: (area, item without backticks) -> the "fulfilled by" cell."""
+    return {(area, item): cell for area, item, cell in _checklist_row_list(readme)}
 
 
 def _missing_rows(readme: str) -> list[tuple[str, str]]:
@@ -599,6 +606,8 @@ def test_checklist_copy_has_the_six_sections_of_the_standard() -> None:
     assert len(items) == 24 and len(set(items)) == 24
     assert ("storage", "${PREFIX}/data/<project>/ directory") in items and ("operations", "resource limits") in items
     assert NOT_PROVIDED <= set(items)
+    # the storage items are all provided now: backups and retention included
+    assert not {item for item in NOT_PROVIDED if item[0] == "storage"}
 
 
 @pytest.mark.parametrize("combo", list(COMBOS))
@@ -613,11 +622,21 @@ def test_readme_checklist_has_a_row_for_every_item_of_the_standard(combo: str) -
         assert "`" in cell, f"{area} / {item}: the cell names no file or command: {cell}"
         if (area, item) in NOT_PROVIDED:
             assert cell.startswith("**not provided**: ") and len(cell) > 80, f"{area} / {item}: {cell}"
+        else:
+            assert "**not provided**:" not in cell, f"{area} / {item} is provided, yet its cell says not: {cell}"
         if cell.startswith("**not provided**"):
             assert "`" in cell.split("**not provided**", 1)[1], f"{area} / {item}: says not what to do: {cell}"
     # the files of the source tree a cell names exist (deploy/ and cfg/ are checked by the test above)
     for path in {path for path in re.findall(r"`(src/[^`\s]+)`", readme) if "*" not in path}:
         assert (root / path).exists(), f"README points at {path}, which the project does not have"
-    # the check finds a dropped row: the TLS row removed, the item is reported
-    dropped = "\n".join(line for line in readme.splitlines() if "| TLS for network services |" not in line)
-    assert _missing_rows(dropped) == [("security", "TLS for network services")]
+    # one row per item, and the items come first, in the standard's order (the template's own rows follow)
+    listed = [(area, item) for area, item, _ in _checklist_row_list(readme)]
+    wanted = [(area, item.lower()) for area, item in _checklist()]
+    assert listed[: len(wanted)] == wanted, "the checklist rows are not the standard's items, in its order"
+    assert len(set(listed)) == len(listed), "an item has two rows"
+    # the check finds any dropped row: each item removed in turn is reported, and only it
+    for area, item in _checklist():
+        dropped = "\n".join(
+            line for line in readme.splitlines() if not line.lower().replace("`", "").startswith(f"| {area} | {item.lower()} |")
+        )
+        assert _missing_rows(dropped) == [(area, item)], (area, item)
