@@ -119,6 +119,11 @@ pub fn backup(settings: &Settings) -> Result<Written, BackupError> {
             "data dir {data_dir} does not exist; nothing to back up"
         )));
     }
+    if backup_dir == data_dir || backup_dir.starts_with(&format!("{data_dir}/")) {
+        return Err(BackupError(format!(
+            "backup dir {backup_dir} is inside data dir {data_dir}; choose another backup.dir"
+        )));
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(DATA_DIR_MODE)

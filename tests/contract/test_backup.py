@@ -146,6 +146,20 @@ def test_backup_without_a_data_dir_fails_with_exit_2(spawn):
     assert proc.stdout == ""
 
 
+def test_backup_dir_inside_the_data_dir_is_refused(spawn):
+    svc = spawn()
+    svc.settings["BACKUP__DIR"] = f"{svc.data_dir}/backups"
+    fill(svc.data_dir)
+
+    proc = svc.cli("backup")
+
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"backup error: backup dir {svc.data_dir}/backups is inside data dir {svc.data_dir}; choose another backup.dir\n"
+    )
+    assert not (svc.data_dir / "backups").exists()
+
+
 def test_restore_is_refused_while_the_service_runs(spawn):
     svc = spawn()
     fill(svc.data_dir)

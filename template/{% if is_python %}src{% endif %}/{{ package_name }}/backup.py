@@ -18,6 +18,7 @@ extracts into a sibling directory and swaps it into place, keeping the data it r
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import posixpath
@@ -73,6 +74,8 @@ def backup(settings: Settings, now: datetime | None = None) -> Written:
     backup_dir = _trimmed(settings.backup.dir)
     if not os.path.isdir(data_dir):
         raise BackupError(f"data dir {data_dir} does not exist; nothing to back up")
+    if backup_dir == data_dir or backup_dir.startswith(data_dir + "/"):
+        raise BackupError(f"backup dir {backup_dir} is inside data dir {data_dir}; choose another backup.dir")
     try:
         os.makedirs(backup_dir, mode=directories.DATA_DIR_MODE, exist_ok=True)
     except OSError as error:
@@ -189,14 +192,17 @@ def _fsync_dir(path: str) -> None:
 def restore(settings: Settings, snapshot: str) -> str:
     """Put the snapshot in place of the data dir; the line to print. Raises BackupError."""
     pid_file = Path(settings.paths.pid_file)
-    try:
-        with pidfile.held(pid_file):
-            return _restore(_trimmed(settings.paths.data_dir), snapshot)
-    except pidfile.PidFileHeld as held:
-        log.error("PID file is held by a live process", path=held.path, pid=held.pid)
-        raise BackupError(
-            f"the service is running (PID file {held.path} is held by process {held.pid}); stop it first"
-        ) from None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(pidfile.held(pid_file))
+        except pidfile.PidFileHeld as held:
+            log.error("PID file is held by a live process", path=held.path, pid=held.pid)
+            raise BackupError(
+                f"the service is running (PID file {held.path} is held by process {held.pid}); stop it first"
+            ) from None
+        except OSError as error:
+            raise BackupError(f"cannot use PID file {pid_file}: {error.strerror or error}") from None
+        return _restore(_trimmed(settings.paths.data_dir), snapshot)
 
 
 def _restore(data_dir: str, snapshot: str) -> str:
