@@ -84,6 +84,11 @@ def test_playbook_installs_the_layout_into_a_scratch_prefix(service_build: Built
                   if line.startswith(("MemoryMax=", "TasksMax=", "CPUQuota=")))
     assert set(limits) == {"MemoryMax", "TasksMax", "CPUQuota"} and "{{" not in "".join(limits.values()), limits
     assert f"{workdir}/log/{name}.log {{" in (etc / name).read_text()
+    # the backup timer and its service, and the backup dir they write
+    backup_unit = (etc / f"{name}-backup.service").read_text()
+    assert f"ReadWritePaths={prefix}/backup/{name}\n" in backup_unit and " backup --config " in backup_unit
+    assert "OnCalendar=daily\n" in (etc / f"{name}-backup.timer").read_text()
+    assert _mode(prefix / "backup" / name) == 0o750
 
     # the installed service accepts the installed configuration and secrets
     binary = workdir / (".venv/bin" if service_build.flavour == "python" else "bin") / name
@@ -92,3 +97,9 @@ def test_playbook_installs_the_layout_into_a_scratch_prefix(service_build: Built
     assert check.returncode == 0, check.stdout + check.stderr
     assert 'work.upstream_token = "[redacted]" (secrets)' in check.stdout
     assert f'paths.pid_file = "{prefix}/run/{name}.pid" (base)' in check.stdout
+
+    # what the timer runs works on the installed layout
+    backup = subprocess.run([str(binary), "backup"], cwd=workdir, text=True, capture_output=True, timeout=60,
+                            env={"PATH": os.environ["PATH"], "PREFIX": str(prefix)})
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    assert backup.stdout.startswith(f"backup written: {prefix}/backup/{name}/{name}-"), backup.stdout

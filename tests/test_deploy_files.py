@@ -95,6 +95,8 @@ def test_deploy_files_exist_only_for_the_chosen_targets(combo: str) -> None:
     name = answers(combo)["project_name"]
     unit = "systemd" in chosen or "ansible" in chosen
     assert (root / "deploy" / "systemd" / f"{name}.service").exists() == unit
+    assert (root / "deploy" / "systemd" / f"{name}-backup.service").exists() == unit
+    assert (root / "deploy" / "systemd" / f"{name}-backup.timer").exists() == unit
     assert (root / "deploy" / "logrotate" / name).exists() == unit
     assert (root / "deploy" / "ansible").exists() == ("ansible" in chosen)
     assert (root / "deploy" / "kubernetes").exists() == ("kubernetes" in chosen)
@@ -127,8 +129,9 @@ def _verify_root(tmp_path: Path, unit: Path, executable: str | None) -> Path:
     return root
 
 
-def _unit(combo: str) -> Path:
-    return rendered(combo) / "deploy" / "systemd" / f"{answers(combo)['project_name']}.service"
+def _unit(combo: str, suffix: str = ".service") -> Path:
+    """The service's unit, or with suffix `-backup.service` / `-backup.timer` the backup's."""
+    return rendered(combo) / "deploy" / "systemd" / f"{answers(combo)['project_name']}{suffix}"
 
 
 def _directives(unit: Path) -> dict[str, list[str]]:
@@ -140,9 +143,10 @@ def _directives(unit: Path) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.parametrize("suffix", [".service", "-backup.service"])
 @pytest.mark.parametrize("combo", SYSTEMD)
-def test_systemd_verify_has_no_warning(combo: str, tmp_path: Path) -> None:
-    unit = _unit(combo)
+def test_systemd_verify_has_no_warning(combo: str, suffix: str, tmp_path: Path) -> None:
+    unit = _unit(combo, suffix)
     exec_start = _directives(unit)["ExecStart"][0].split()[0]
     # the binary must exist for verify: a stub at the unit's own path, inside a scratch root
     root = _verify_root(tmp_path, unit, exec_start)
@@ -154,21 +158,26 @@ def test_systemd_verify_has_no_warning(combo: str, tmp_path: Path) -> None:
     assert "is not executable" in missing.stderr
 
 
+@pytest.mark.parametrize("suffix", [".service", "-backup.service"])
 @pytest.mark.parametrize("combo", SYSTEMD)
-def test_systemd_security_exposure_is_low(combo: str) -> None:
-    unit = _unit(combo)
+def test_systemd_security_exposure_is_low(combo: str, suffix: str) -> None:
+    unit = _unit(combo, suffix)
     proc = validate(["systemd-analyze", "security", "--offline=yes", str(unit)], unit.parent)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
 
 
+@pytest.mark.parametrize("suffix", [".service", "-backup.service"])
 @pytest.mark.parametrize("combo", SYSTEMD)
-def test_systemd_unit_keeps_every_hardening_directive(combo: str) -> None:
-    d = _directives(_unit(combo))
-    missing = sorted(key for key in HARDENING if key not in d)
+def test_systemd_unit_keeps_every_hardening_directive(combo: str, suffix: str) -> None:
+    d = _directives(_unit(combo, suffix))
+    # the backup needs no network: only local sockets, none at all on IP
+    wanted = HARDENING if suffix == ".service" else {
+        **HARDENING, "RestrictAddressFamilies": ["AF_UNIX"], "PrivateNetwork": ["yes"], "IPAddressDeny": ["any"]}
+    missing = sorted(key for key in wanted if key not in d)
     assert not missing, f"hardening directives missing from the unit: {missing}"
-    changed = {key: d[key] for key, value in HARDENING.items() if d[key] != value}
+    changed = {key: d[key] for key, value in wanted.items() if d[key] != value}
     assert not changed, f"hardening directives changed (expected {({k: HARDENING[k] for k in changed})}): {changed}"
 
 
@@ -181,7 +190,8 @@ def test_systemd_unit_follows_the_contract(combo: str) -> None:
     assert float(d["WatchdogSec"][0].rstrip("s")) >= 3 * config["heartbeat"]["interval_secs"]
     assert float(d["TimeoutStopSec"][0].rstrip("s")) > config["shutdown"]["timeout_secs"]
     assert d["WorkingDirectory"] == [f"/srv/app/{name}"]
-    assert d["Environment"] == ["PREFIX=/srv"]
+    # journald collects stderr: the unit keeps the lines out of the log file
+    assert d["Environment"] == ["PREFIX=/srv", f"{name.replace('-', '_').upper()}_LOG__TARGET=stderr"]
     assert d["User"] == [name]
     binary = ".venv/bin" if answers(combo)["flavour"] == "python" else "bin"
     assert d["ExecStart"] == [f"/srv/app/{name}/{binary}/{name} run --config cfg/config.toml"]
@@ -203,6 +213,39 @@ def test_systemd_unit_sets_resource_limits(combo: str) -> None:
     # the threads: one per core (executor or Tokio workers) and, in Rust, Tokio's blocking pool
     assert int(d["TasksMax"][0]) >= (512 + 64 if answers(combo)["flavour"] == "rust" else 64)
     assert re.fullmatch(r"\d+%", d["CPUQuota"][0]) and _cores(d["CPUQuota"][0]) >= 1
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_connection_cap_stays_below_the_file_descriptor_limit(combo: str) -> None:
+    root = rendered(combo)
+    nofile = int(_directives(_unit(combo))["LimitNOFILE"][0])
+    # http.max_connections (default 1024) is lowered at run time to RLIMIT_NOFILE - 64, keeping 64
+    # descriptors for the log, PID, heartbeat and data files; the unit's limit must leave the
+    # default untouched. Until the key is in cfg/config.toml, its default is checked.
+    config = tomllib.loads((root / "cfg" / "config.toml").read_text())
+    max_connections = config["http"].get("max_connections", 1024)
+    assert max_connections <= nofile - 64, f"LimitNOFILE={nofile} would lower http.max_connections={max_connections}"
+
+
+@pytest.mark.parametrize("combo", SYSTEMD)
+def test_systemd_backup_timer_runs_the_backup_daily(combo: str, tmp_path: Path) -> None:
+    name = answers(combo)["project_name"]
+    service, timer = _directives(_unit(combo, "-backup.service")), _directives(_unit(combo, "-backup.timer"))
+    main = _directives(_unit(combo))
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [main["ExecStart"][0].replace(" run ", " backup ")]
+    assert service["WorkingDirectory"] == main["WorkingDirectory"] and service["User"] == main["User"]
+    assert service["Environment"] == ["PREFIX=/srv"]
+    # it writes the backup dir only; the data dir it reads stays read-only (ProtectSystem=strict)
+    assert service["ReadWritePaths"] == [f"/srv/backup/{name}"]
+    assert timer["OnCalendar"] == ["daily"] and timer["Persistent"] == ["true"]
+    assert timer["Unit"] == [f"{name}-backup.service"] and timer["WantedBy"] == ["timers.target"]
+    # systemd-analyze verify reads both: the timer with the service it starts
+    exec_start = service["ExecStart"][0].split()[0]
+    root = _verify_root(tmp_path, _unit(combo, "-backup.service"), exec_start)
+    shutil.copy2(_unit(combo, "-backup.timer"), root / "etc" / "systemd" / "system")
+    proc = validate(["systemd-analyze", "verify", f"--root={root}", f"{name}-backup.timer"], tmp_path)
+    assert proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------- logrotate
@@ -251,7 +294,8 @@ def test_kubernetes_manifests_validate_strictly(combo: str, tmp_path: Path) -> N
     root = rendered(combo)
     files = _kustomize(root, tmp_path)
     kinds = sorted(p.name.split("-", 1)[1] for p in files)
-    assert kinds == ["ConfigMap.yaml", "Deployment.yaml", "Namespace.yaml", "PodDisruptionBudget.yaml", "Service.yaml"]
+    assert kinds == ["ConfigMap.yaml", "CronJob.yaml", "Deployment.yaml", "Namespace.yaml", "PersistentVolumeClaim.yaml",
+                     "PersistentVolumeClaim.yaml", "PodDisruptionBudget.yaml", "Service.yaml"]
     for path in files:
         validate(["kubernetes-validate", "--strict", str(path)], tmp_path)
     # strict really rejects an unknown field
@@ -283,8 +327,10 @@ def test_kubernetes_deployment_keeps_the_contract(combo: str, tmp_path: Path) ->
     assert main["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    for path in (f"/srv/app/{name}/log", f"/srv/app/{name}/tmp", "/srv/run", f"/srv/data/{name}", "/srv/key"):
+    for path in (f"/srv/app/{name}/log", f"/srv/app/{name}/tmp", "/srv/run", "/srv/key"):
         assert "emptyDir" in volumes[mounts[path]], path
+    # the data dir outlives the pod: a claim, which the backup job mounts too
+    assert volumes[mounts[f"/srv/data/{name}"]]["persistentVolumeClaim"]["claimName"] == f"{name}-data"
     assert volumes[mounts[f"/srv/app/{name}/cfg"]]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
     assert docs["ConfigMap"]["data"]["config.toml"] == (root / "cfg" / "config.toml").read_text()
     secret = next(v for v in pod["volumes"] if "secret" in v)["secret"]
@@ -294,8 +340,38 @@ def test_kubernetes_deployment_keeps_the_contract(combo: str, tmp_path: Path) ->
     assert "install -m 0600" in init["command"][-1] and "/srv/key/env.toml" in init["command"][-1]
     env = {e["name"]: e["value"] for e in main["env"]}
     assert env["PREFIX"] == "/srv"
+    # the kubelet collects stderr: no log file, no line twice
+    assert env[f"{name.replace('-', '_').upper()}_LOG__TARGET"] == "stderr"
     assert docs["PodDisruptionBudget"]["spec"]["selector"] == spec["selector"]
     assert docs["Service"]["spec"]["selector"] == spec["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("combo", combos(target="kubernetes"))
+def test_kubernetes_backup_cronjob_backs_up_the_data_claim(combo: str, tmp_path: Path) -> None:
+    root, name = rendered(combo), answers(combo)["project_name"]
+    docs = [yaml.safe_load(p.read_text()) for p in _kustomize(root, tmp_path)]
+    (cronjob,) = [d for d in docs if d["kind"] == "CronJob"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert set(claims) == {f"{name}-data", f"{name}-backup"}
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (job,) = pod["containers"]
+    (main,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert job["image"] == main["image"] and job["args"] == ["backup", "--config", "cfg/config.toml"]
+    assert job["workingDir"] == main["workingDir"]
+    assert job["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"]: m for m in job["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    data = mounts[f"/srv/data/{name}"]
+    assert data.get("readOnly") is True, "the backup only reads the data"
+    assert volumes[data["name"]]["persistentVolumeClaim"]["claimName"] == f"{name}-data"
+    backup = mounts[f"/srv/backup/{name}"]
+    assert volumes[backup["name"]]["persistentVolumeClaim"]["claimName"] == f"{name}-backup"
+    assert volumes[mounts[f"/srv/app/{name}/cfg"]["name"]]["configMap"]["name"].startswith(f"{name}-config-")
+    # the default backup.dir and paths.data_dir are where the claims are mounted
+    config = tomllib.loads((root / "cfg" / "config.toml").read_text())
+    assert config["backup"]["dir"] == f"${{PREFIX}}/backup/{name}" and config["paths"]["data_dir"] == f"${{PREFIX}}/data/{name}"
 
 
 @pytest.mark.parametrize("combo", combos(target="kubernetes"))
@@ -411,6 +487,10 @@ def test_ansible_templates_render_the_deploy_files(combo: str) -> None:
     rules = env.from_string((templates / "logrotate.j2").read_text()).render(values)
     assert unit.strip() in (root / "deploy" / "systemd" / f"{name}.service").read_text()
     assert rules.strip() in (root / "deploy" / "logrotate" / name).read_text()
+    for kind in ("service", "timer"):
+        text = env.from_string((templates / f"backup.{kind}.j2").read_text()).render(
+            {**values, "service_backup_on_calendar": "daily"})
+        assert text.strip() in (root / "deploy" / "systemd" / f"{name}-backup.{kind}").read_text(), kind
 
 
 @pytest.mark.parametrize("combo", combos(target="ansible"))
@@ -489,7 +569,9 @@ def test_readme_deploy_sections_point_at_files_the_project_has(readme_template: 
 # The ops standard's deployment checklist, as committed in tests/data (the standard lives outside the repository).
 CHECKLIST_FILE = Path(__file__).parent / "data" / "ops-checklist.md"
 # Items the generated service does not fulfil yet: their row must say so and what to do instead.
-NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging"), ("storage", "backups")}
+# Every other item is provided: its row may not say "not provided" (but "not provided for this
+# deploy choice", when a deploy target that would do it was not chosen).
+NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging")}
 
 
 def _checklist() -> list[tuple[str, str]]:
@@ -500,11 +582,16 @@ def _checklist() -> list[tuple[str, str]]:
     return items
 
 
-def _checklist_rows(readme: str) -> dict[tuple[str, str], str]:
-    """The rows of the README's deployment checklist: (area, item without backticks) -> the "fulfilled by" cell."""
+def _checklist_row_list(readme: str) -> list[tuple[str, str, str]]:
+    """The rows of the README's deployment checklist, in order: (area, item without backticks, cell)."""
     section = readme.split("## Deployment checklist", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| ([a-z]+) \| (.+?) \| (.+) \|$", section, re.MULTILINE)
-    return {(area, item.replace("`", "").lower()): cell for area, item, cell in rows}
+    return [(area, item.replace("`", "").lower(), cell) for area, item, cell in rows]
+
+
+def _checklist_rows(readme: str) -> dict[tuple[str, str], str]:
+    """The rows of the README's deployment checklist: (area, item without backticks) -> the "fulfilled by" cell."""
+    return {(area, item): cell for area, item, cell in _checklist_row_list(readme)}
 
 
 def _missing_rows(readme: str) -> list[tuple[str, str]]:
@@ -519,6 +606,8 @@ def test_checklist_copy_has_the_six_sections_of_the_standard() -> None:
     assert len(items) == 24 and len(set(items)) == 24
     assert ("storage", "${PREFIX}/data/<project>/ directory") in items and ("operations", "resource limits") in items
     assert NOT_PROVIDED <= set(items)
+    # the storage items are all provided now: backups and retention included
+    assert not {item for item in NOT_PROVIDED if item[0] == "storage"}
 
 
 @pytest.mark.parametrize("combo", list(COMBOS))
@@ -533,11 +622,21 @@ def test_readme_checklist_has_a_row_for_every_item_of_the_standard(combo: str) -
         assert "`" in cell, f"{area} / {item}: the cell names no file or command: {cell}"
         if (area, item) in NOT_PROVIDED:
             assert cell.startswith("**not provided**: ") and len(cell) > 80, f"{area} / {item}: {cell}"
+        else:
+            assert "**not provided**:" not in cell, f"{area} / {item} is provided, yet its cell says not: {cell}"
         if cell.startswith("**not provided**"):
             assert "`" in cell.split("**not provided**", 1)[1], f"{area} / {item}: says not what to do: {cell}"
     # the files of the source tree a cell names exist (deploy/ and cfg/ are checked by the test above)
     for path in {path for path in re.findall(r"`(src/[^`\s]+)`", readme) if "*" not in path}:
         assert (root / path).exists(), f"README points at {path}, which the project does not have"
-    # the check finds a dropped row: the TLS row removed, the item is reported
-    dropped = "\n".join(line for line in readme.splitlines() if "| TLS for network services |" not in line)
-    assert _missing_rows(dropped) == [("security", "TLS for network services")]
+    # one row per item, and the items come first, in the standard's order (the template's own rows follow)
+    listed = [(area, item) for area, item, _ in _checklist_row_list(readme)]
+    wanted = [(area, item.lower()) for area, item in _checklist()]
+    assert listed[: len(wanted)] == wanted, "the checklist rows are not the standard's items, in its order"
+    assert len(set(listed)) == len(listed), "an item has two rows"
+    # the check finds any dropped row: each item removed in turn is reported, and only it
+    for area, item in _checklist():
+        dropped = "\n".join(
+            line for line in readme.splitlines() if not line.lower().replace("`", "").startswith(f"| {area} | {item.lower()} |")
+        )
+        assert _missing_rows(dropped) == [(area, item)], (area, item)

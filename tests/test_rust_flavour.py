@@ -46,6 +46,8 @@ MODULES = [
     "metrics",
     "health",
     "pidfile",
+    "directories",
+    "backup",
     "heartbeat",
     "shutdown",
     "retry",

@@ -30,14 +30,18 @@ CONTRACT_KEYS = (
     "http.write_timeout_secs",
     "http.max_connections",
     "log.filter",
+    "log.target",
     "paths.log_file",
     "paths.pid_file",
     "paths.heartbeat_file",
     "paths.data_dir",
     "paths.tmp_dir",
+    "paths.tmp_max_age_secs",
     "heartbeat.interval_secs",
     "shutdown.timeout_secs",
     "runtime.worker_threads",
+    "backup.dir",
+    "backup.keep",
     "apm.url",
 )
 SECRET_NAME = re.compile(r"token|password|passwd|secret|key", re.IGNORECASE)

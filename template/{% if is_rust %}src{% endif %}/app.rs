@@ -19,7 +19,7 @@ use crate::metrics::{Exporter, Handles, Metrics};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
 use crate::shutdown::{self, Listener, Signal, Signals, Trigger};
-use crate::{http, limits, server, service};
+use crate::{directories, http, limits, server, service};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]
@@ -69,17 +69,11 @@ pub struct App {
     _pid_file: PidFile,
 }
 
-fn make_dir(path: &std::path::Path, mode: Option<u32>) -> Result<(), AppError> {
-    let error = |source| AppError::Directory {
+fn directory_error(path: &std::path::Path) -> impl FnOnce(io::Error) -> AppError + '_ {
+    move |source| AppError::Directory {
         path: path.display().to_string(),
         source,
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    if let Some(mode) = mode {
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
     }
-    builder.create(path).map_err(error)
 }
 
 impl App {
@@ -93,9 +87,11 @@ impl App {
     ) -> Result<Self, AppError> {
         let signals = Signals::install().map_err(AppError::Signals)?;
         let pid_file = PidFile::acquire(&settings.paths.pid_file)?;
-        // 0750: the service's group may read its data, others may not.
-        make_dir(&settings.paths.data_dir, Some(0o750))?;
-        make_dir(&settings.paths.tmp_dir, None)?;
+        directories::make_dir(&settings.paths.data_dir, Some(directories::DATA_DIR_MODE))
+            .map_err(directory_error(&settings.paths.data_dir))?;
+        directories::make_dir(&settings.paths.tmp_dir, None)
+            .map_err(directory_error(&settings.paths.tmp_dir))?;
+        directories::clean_tmp(&settings.paths.tmp_dir, settings.paths.tmp_max_age_secs);
 
         let handles = Handles::new();
         let health = Health::new(settings.heartbeat_interval(), handles.clone());

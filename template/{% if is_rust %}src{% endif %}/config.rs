@@ -155,6 +155,18 @@ pub mod rules {
         }
     }
 
+    /// Where log lines go: `file`, `stderr` or `both`.
+    pub fn log_target(text: &str) -> Result<(), ValidationError> {
+        if crate::logging::TARGETS.contains(&text) {
+            return Ok(());
+        }
+        Err(error(
+            "target",
+            "{value} is not a log target",
+            "\"file\", \"stderr\" or \"both\"",
+        ))
+    }
+
     /// A log filter in `RUST_LOG` syntax, in the grammar both flavours accept.
     pub fn log_filter(text: &str) -> Result<(), ValidationError> {
         const ALLOWED: &str = "a level (off, error, warn, info, debug, trace) and/or module=level pairs, comma separated";
@@ -219,13 +231,30 @@ impl Default for Http {
 pub struct Log {
     #[validate(custom(function = "rules::log_filter"))]
     pub filter: String,
+    /// Where lines go: the log file, stderr, or both (deploy files that collect stderr pick
+    /// `stderr`).
+    #[validate(custom(function = "rules::log_target"))]
+    pub target: String,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Self {
             filter: "info".into(),
+            target: "both".into(),
         }
+    }
+}
+
+impl Log {
+    /// Lines go to stderr (`stderr` or `both`).
+    pub fn to_stderr(&self) -> bool {
+        self.target != "file"
+    }
+
+    /// Lines go to the log file (`file` or `both`).
+    pub fn to_file(&self) -> bool {
+        self.target != "stderr"
     }
 }
 
@@ -242,6 +271,12 @@ pub struct Paths {
     pub data_dir: PathBuf,
     #[validate(custom(function = "rules::path"))]
     pub tmp_dir: PathBuf,
+    /// Files in `tmp_dir` older than this are removed at start.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub tmp_max_age_secs: f64,
 }
 
 impl Default for Paths {
@@ -252,6 +287,7 @@ impl Default for Paths {
             heartbeat_file: format!("./tmp/{SERVICE_NAME}.heartbeat").into(),
             data_dir: format!("${{PREFIX}}/data/{SERVICE_NAME}").into(),
             tmp_dir: "./tmp".into(),
+            tmp_max_age_secs: 86400.0,
         }
     }
 }
@@ -298,6 +334,25 @@ pub struct Runtime {
     pub worker_threads: u32,
 }
 
+/// Where `backup` writes snapshots of `paths.data_dir`, and how many it keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    #[validate(custom(function = "rules::path"))]
+    pub dir: PathBuf,
+    #[validate(range(min = 1, max = 1000, message = "1-1000"))]
+    pub keep: u32,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self {
+            dir: format!("${{PREFIX}}/backup/{SERVICE_NAME}").into(),
+            keep: 7,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields, default)]
 pub struct Apm {
@@ -323,6 +378,8 @@ pub struct Platform {
     #[validate(nested)]
     pub runtime: Runtime,
     #[validate(nested)]
+    pub backup: Backup,
+    #[validate(nested)]
     pub apm: Apm,
 }
 
@@ -335,6 +392,7 @@ pub struct Settings {
     pub heartbeat: Heartbeat,
     pub shutdown: Shutdown,
     pub runtime: Runtime,
+    pub backup: Backup,
     pub apm: Apm,
     pub service: crate::service::Settings,
 }
@@ -348,6 +406,7 @@ impl Settings {
             heartbeat,
             shutdown,
             runtime,
+            backup,
             apm,
         } = platform;
         Self {
@@ -357,6 +416,7 @@ impl Settings {
             heartbeat,
             shutdown,
             runtime,
+            backup,
             apm,
             service,
         }
@@ -1056,8 +1116,9 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
                 origin.insert(dotted.clone(), layer.layer);
             }
         }
-        // `${PREFIX}` is expanded in every `paths.*` value, as in the Python flavour.
-        if let ("paths", Value::String(text)) = (key.section.as_str(), &value) {
+        // `${PREFIX}` is expanded in every `paths.*` and `backup.*` string, as in the Python
+        // flavour.
+        if let ("paths" | "backup", Value::String(text)) = (key.section.as_str(), &value) {
             value = Value::String(text.replace("${PREFIX}", &sources.prefix));
         }
         tables[key.group] = with_value(&tables[key.group], &key.section, &key.name, value);

@@ -88,14 +88,18 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
         "http.write_timeout_secs": (30, "base"),
         "http.max_connections": (1024, "base"),
         "log.filter": ("info", "base"),
+        "log.target": ("both", "base"),
         "paths.log_file": (f"./log/{name}.log", "base"),
         "paths.pid_file": (f"{svc.prefix}/run/{name}.pid", "base"),
         "paths.heartbeat_file": (f"./tmp/{name}.heartbeat", "base"),
         "paths.data_dir": (f"{svc.prefix}/data/{name}", "base"),
         "paths.tmp_dir": ("./tmp", "base"),
+        "paths.tmp_max_age_secs": (86400, "base"),
         "heartbeat.interval_secs": (10, "base"),
         "shutdown.timeout_secs": (30, "base"),
         "runtime.worker_threads": (0, "base"),
+        "backup.dir": (f"{svc.prefix}/backup/{name}", "base"),
+        "backup.keep": (7, "base"),
         "apm.url": ("", "base"),
     }
     assert {key: got[key] for key in CONTRACT_KEYS} == expected
@@ -265,6 +269,11 @@ BAD = {
     "fractional-worker-threads-base": ("base", "[runtime]\nworker_threads = 1.5\n", "runtime.worker_threads"),
     "empty-host-base": ("base", '[http]\nhost = ""\n', "http.host"),
     "bad-log-filter-base": ("base", '[log]\nfilter = "tally=loud"\n', "log.filter"),
+    "bad-log-target-base": ("base", '[log]\ntarget = "syslog"\n', "log.target"),
+    "zero-tmp-max-age-base": ("base", "[paths]\ntmp_max_age_secs = 0\n", "paths.tmp_max_age_secs"),
+    "zero-backup-keep-base": ("base", "[backup]\nkeep = 0\n", "backup.keep"),
+    "too-many-backups-secrets": ("secrets", "[backup]\nkeep = 1001\n", "backup.keep"),
+    "empty-backup-dir-base": ("base", '[backup]\ndir = ""\n', "backup.dir"),
 }
 BAD_ENV = {
     "unknown-key-env": ("work.bogus", "1"),
@@ -272,6 +281,8 @@ BAD_ENV = {
     "wrong-type-env": ("http.port", "eighty"),
     "zero-concurrency-env": ("work.max_concurrency", "0"),
     "malformed-url-env": ("work.upstream_url", "http://"),
+    "bad-log-target-env": ("log.target", "journal"),
+    "fractional-backup-keep-env": ("backup.keep", "2.5"),
 }
 
 
@@ -460,6 +471,7 @@ def test_config_errors_are_the_same_in_both_flavours(python_service, rust_servic
     prefix = tmp_path / "prefix"
     base = (
         '[http]\nportt = 1\nhost = ""\n[work]\nmax_concurrency = 0\nupstream_url = "nope"\n[htpp]\nport = 1\n'
+        "[backup]\nkeep = 0\n[paths]\ntmp_max_age_secs = -1\n"
     )
     errors_by_flavour = {}
     for built in (python_service, rust_service):
@@ -467,7 +479,11 @@ def test_config_errors_are_the_same_in_both_flavours(python_service, rust_servic
             built, tmp_path / built.flavour, prefix=prefix, fast=False, secrets="[log]\nfilter = 7\n"
         )
         (svc.workdir / "cfg" / "bad.toml").write_text(base)
-        env = {built.env_var("http.port"): "70000", built.env_var("heartbeat.interval_secs"): "abc"}
+        env = {
+            built.env_var("http.port"): "70000",
+            built.env_var("heartbeat.interval_secs"): "abc",
+            built.env_var("log.target"): "journal",
+        }
         proc = svc.cli("check-config", "--config", str(svc.workdir / "cfg" / "bad.toml"), env=env)
         assert proc.returncode == 1, proc.stderr
         errors_by_flavour[built.flavour] = sorted(

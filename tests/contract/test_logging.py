@@ -173,3 +173,31 @@ def test_module_filter_turns_on_debug_for_the_service_only(spawn, service_build)
 
     assert not [rec for rec in plain.log_lines() if rec.level == "DEBUG"], plain.stderr_text()
     assert [rec for rec in debug.log_lines() if rec.level == "DEBUG"], debug.stderr_text()
+
+
+def test_log_target_stderr_writes_no_log_file(spawn):
+    svc = spawn(settings={"LOG__TARGET": "stderr"}).start()
+
+    assert svc.stop() == 0
+
+    assert "stopped" in [rec.message for rec in svc.log_lines()]
+    assert not svc.log_file.exists(), "log.target = stderr must not write the log file"
+
+
+def test_log_target_file_keeps_stderr_free_of_log_lines(spawn):
+    port = free_port()
+    svc = spawn(settings={"LOG__TARGET": "file", "HTTP__PORT": str(port)})
+
+    svc.start(wait="none")
+    svc.port = port
+    svc.wait_ready(15)
+    svc.signal(signal.SIGHUP)  # the file is reopened as with both
+    deadline = time.monotonic() + 5
+    while "log file reopened" not in svc.log_file_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert svc.stop() == 0
+
+    messages = [parse_log_line(line).message for line in svc.log_file_text().splitlines()]
+    assert messages[0] == "starting" and messages[-1] == "stopped", messages
+    assert "log file reopened" in messages
+    assert svc.stderr_text() == "", "log.target = file must leave stderr empty"

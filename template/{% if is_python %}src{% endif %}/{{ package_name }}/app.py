@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from . import about, heartbeat, http, limits, pidfile, sd_notify, server, shutdown
+from . import about, directories, heartbeat, http, limits, pidfile, sd_notify, server, shutdown
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .errors import os_reason
@@ -116,8 +115,9 @@ class App:
         sd_notify.notify("WATCHDOG=1")
 
     def _reopen_logs(self) -> None:
-        self.sink.reopen()
-        log.info("log file reopened", path=self.settings.paths.log_file)
+        if self.sink.file_handler is not None:
+            self.sink.reopen()
+            log.info("log file reopened", path=self.settings.paths.log_file)
 
 
 def _name(job: Job) -> str:
@@ -129,14 +129,8 @@ class StartError(Exception):
 
 
 def _make_dir(configured: str, mode: int | None = None) -> None:
-    path = Path(configured)
-    if path.is_dir():
-        return
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if mode is not None:
-            # mkdir's mode is masked by the umask; the contract wants exactly this one.
-            path.chmod(mode)
+        directories.make_dir(Path(configured), mode)
     except OSError as error:
         raise StartError(f"cannot create directory {configured}: {os_reason(error)}") from error
 
@@ -177,8 +171,9 @@ async def build(
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(pidfile.held(Path(paths.pid_file)))
-        _make_dir(paths.data_dir, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP)
+        _make_dir(paths.data_dir, directories.DATA_DIR_MODE)
         _make_dir(paths.tmp_dir)
+        directories.clean_tmp(paths.tmp_dir, paths.tmp_max_age_secs)
         threads = worker_threads(settings.runtime.worker_threads)
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix=about.PACKAGE)
@@ -221,7 +216,8 @@ async def serve(
     """
     settings = loaded.settings
     paths = settings.paths
-    with logs(parse_filter(settings.log.filter), Path(paths.log_file), stream) as sink:
+    log_filter = parse_filter(settings.log.filter)
+    with logs(log_filter, Path(paths.log_file), stream, settings.log.target) as sink:
         log.info("starting", version=about.__version__, pid=os.getpid())
         if on_start is not None:
             on_start()

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -86,6 +86,12 @@ def _optional_url(value: str) -> str:
     return value
 
 
+def _log_target(value: str) -> str:
+    if value not in LOG_TARGETS:
+        raise ValueError(f"{toml_literal(value)} is not a log target")
+    return value
+
+
 def _path(value: str) -> str:
     if not value.strip():
         raise ValueError("the path is empty")
@@ -97,10 +103,12 @@ FilterText = Annotated[str, AfterValidator(_filter)]
 # An http(s) URL, or empty for none.
 OptionalUrl = Annotated[str, AfterValidator(_optional_url)]
 PathText = Annotated[str, AfterValidator(_path)]
+LogTarget = Annotated[str, AfterValidator(_log_target)]
 # The `description` of a field is the "allowed ..." part of its error lines.
 SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
 OPTIONAL_URL = "allowed an http(s) URL, or empty"
 _PATH = "allowed a non-empty path (${PREFIX} is expanded)"
+LOG_TARGETS = ("file", "stderr", "both")
 
 
 class Section(BaseModel):
@@ -126,6 +134,8 @@ class Http(Section):
 
 class Log(Section):
     filter: FilterText = Field(default="info", description=f"allowed {FILTER_RULE}")
+    # Where lines go: the log file, stderr, or both (deploy files that collect stderr pick "stderr").
+    target: LogTarget = Field(default="both", description='allowed "file", "stderr" or "both"')
 
 
 class Paths(Section):
@@ -134,6 +144,8 @@ class Paths(Section):
     heartbeat_file: PathText = Field(default=f"./tmp/{about.NAME}.heartbeat", description=_PATH)
     data_dir: PathText = Field(default=f"${{PREFIX}}/data/{about.NAME}", description=_PATH)
     tmp_dir: PathText = Field(default="./tmp", description=_PATH)
+    # Files in tmp_dir older than this are removed at start.
+    tmp_max_age_secs: float = Field(default=86400.0, gt=0, allow_inf_nan=False, description=SECONDS)
 
 
 class Heartbeat(Section):
@@ -148,6 +160,13 @@ class Runtime(Section):
     worker_threads: int = Field(
         default=0, ge=0, le=1024, description="allowed 0-1024 (0 = the available cores)"
     )
+
+
+class Backup(Section):
+    """Where `backup` writes snapshots of `paths.data_dir`, and how many it keeps."""
+
+    dir: PathText = Field(default=f"${{PREFIX}}/backup/{about.NAME}", description=_PATH)
+    keep: int = Field(default=7, ge=1, le=1000, description="allowed 1-1000")
 
 
 class Apm(Section):
@@ -167,8 +186,11 @@ class Settings(BaseSettings):
     heartbeat: Heartbeat = Heartbeat()
     shutdown: Shutdown = Shutdown()
     runtime: Runtime = Runtime()
+    backup: Backup = Backup()
     apm: Apm = Apm()
 
+
+_S = TypeVar("_S", bound=Section)
 
 # The platform's sections printed after the service part's.
 _LAST_SECTIONS = ("apm",)
@@ -339,12 +361,25 @@ def load(
         raise ConfigError(merged.errors) from None
     if merged.errors:
         raise ConfigError(merged.errors)
-    expanded = {
-        name: value.replace("${PREFIX}", prefix) for name, value in settings.paths.model_dump().items()
-    }
-    settings = settings.model_copy(update={"paths": Paths(**expanded)})
+    settings = settings.model_copy(
+        update={
+            "paths": _expanded(settings.paths, prefix),
+            "backup": _expanded(settings.backup, prefix),
+        }
+    )
     service = sections.model_validate({name: getattr(settings, name) for name in sections.model_fields})
     return Loaded(settings, service, {key: merged.layers.get(key, "default") for key in keys(sections)})
+
+
+def _expanded(section: _S, prefix: str) -> _S:
+    """The section with `${PREFIX}` expanded in each of its string values."""
+    return section.model_copy(
+        update={
+            name: value.replace("${PREFIX}", prefix)
+            for name, value in section.model_dump().items()
+            if isinstance(value, str)
+        }
+    )
 
 
 def _read_toml(model: type[Settings], path: Path, errors: list[str]) -> dict[str, Any] | None:

@@ -215,16 +215,22 @@ def apply_filter(log_filter: LogFilter) -> None:
 
 @contextmanager
 def logs(
-    log_filter: LogFilter, log_file: Path | None = None, stream: IO[str] | None = None
+    log_filter: LogFilter,
+    log_file: Path | None = None,
+    stream: IO[str] | None = None,
+    target: str = "both",
 ) -> Iterator[LogSink]:
     """Send every log line to `stream` (default stderr) and append it to `log_file`.
 
-    The stream is injectable so that tests can capture or silence it.
+    `target` (`log.target`) keeps one of the two: `"file"` or `"stderr"`. The stream is
+    injectable so that tests can capture or silence it.
     """
     formatter = LineFormatter()
-    handlers: list[std_logging.Handler] = [
-        std_logging.StreamHandler(stream if stream is not None else sys.stderr)
-    ]
+    handlers: list[std_logging.Handler] = []
+    if target != "file":
+        handlers.append(std_logging.StreamHandler(stream if stream is not None else sys.stderr))
+    if target == "stderr":
+        log_file = None
     file_handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
