@@ -142,17 +142,17 @@ fn version_and_bad_usage() {
         "{stdout}"
     );
     let usage = format!(
-        "usage: {} [--version] {{run,check-config}} [--config PATH]",
+        "usage: {} [--version] {{run,check-config,backup,restore}} [--config PATH]",
         common::NAME
     );
     for (args, what) in [
         (
             &["frobnicate"][..],
-            "unknown command \"frobnicate\"; allowed run, check-config",
+            "unknown command \"frobnicate\"; allowed run, check-config, backup, restore",
         ),
         (&["run", "--nope"], "unknown argument \"--nope\""),
         (&["run", "--config"], "--config needs a value"),
-        (&[], "missing command; allowed run, check-config"),
+        (&[], "missing command; allowed run, check-config, backup, restore"),
     ] {
         let output = command(dir.path()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(1), "{args:?}");

@@ -67,18 +67,18 @@ def test_bad_usage_exits_1_with_usage_on_stderr(spawn, args):
     name = svc.name
     what, usage = proc.stderr.splitlines()
     assert what.startswith(f"{name}: error: "), proc.stderr
-    assert usage == f"usage: {name} [--version] {{run,check-config}} [--config PATH]", proc.stderr
+    assert usage == f"usage: {name} [--version] {{run,check-config,backup,restore}} [--config PATH]", proc.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "what"),
     [
-        (["frobnicate"], 'unknown command "frobnicate"; allowed run, check-config'),
+        (["frobnicate"], 'unknown command "frobnicate"; allowed run, check-config, backup, restore'),
         (["run", "--bogus"], 'unknown argument "--bogus"'),
         (["--bogus"], 'unknown argument "--bogus"'),
         (["check-config", "extra"], 'unknown argument "extra"'),
         (["check-config", "--config"], "--config needs a value"),
-        ([], "missing command; allowed run, check-config"),
+        ([], "missing command; allowed run, check-config, backup, restore"),
     ],
     ids=["unknown-command", "unknown-option", "unknown-top-option", "extra-argument", "missing-value", "no-command"],
 )
