@@ -152,7 +152,10 @@ fn version_and_bad_usage() {
         ),
         (&["run", "--nope"], "unknown argument \"--nope\""),
         (&["run", "--config"], "--config needs a value"),
-        (&[], "missing command; allowed run, check-config, backup, restore"),
+        (
+            &[],
+            "missing command; allowed run, check-config, backup, restore",
+        ),
     ] {
         let output = command(dir.path()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(1), "{args:?}");
