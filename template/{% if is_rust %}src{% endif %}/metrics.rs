@@ -82,7 +82,7 @@ pub fn register(version: &str, commit: &str) {
     );
     describe_counter!(
         n.exhaustion_total.clone(),
-        "Times a resource ran out (file descriptors, the connection cap, the log file's disk), by kind"
+        "Times a resource ran out (file descriptors, the connection cap, the log file's disk), by kind."
     );
     let build = [
         ("version", version.to_string()),
