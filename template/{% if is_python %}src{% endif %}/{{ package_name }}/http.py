@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from . import audit
 from .errors import Kind
 from .health import Health
 from .logging import get_logger
@@ -31,6 +33,10 @@ from .metrics import CONTENT_TYPE, UNKNOWN_ROUTE, Metrics
 log = get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+# The platform's own routes; every other matched route is the service's.
+PLATFORM_ROUTES = frozenset({"/.well-known/live", "/.well-known/ready", "/metrics"})
+# Answers to the service's routes that are written as audit lines (`access refused`).
+REFUSALS = frozenset({401, 403})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # At shutdown, requests in flight get this long to be answered once the jobs have stopped.
@@ -122,6 +128,7 @@ def _middleware(metrics: Metrics) -> Any:
         except web.HTTPException as error:
             count(await _route_of(request), request.method, error.status)
             if request.match_info.route.resource is not None:
+                _audit_refusal(request, error.status)
                 raise  # a handler's own answer (400, 422...)
             if error.status == 405:
                 allow = error.headers.get("Allow", "")
@@ -137,9 +144,23 @@ def _middleware(metrics: Metrics) -> Any:
             return json_response({"error": "internal error"}, 500)
         resource = request.match_info.route.resource
         count(resource.canonical if resource is not None else UNKNOWN_ROUTE, request.method, response.status)
+        _audit_refusal(request, response.status)
         return response
 
     return platform_rules
+
+
+def _audit_refusal(request: web.Request, status: int) -> None:
+    """An audit line for a 401 or 403 answered by one of the service's routes."""
+    resource = request.match_info.route.resource
+    if status in REFUSALS and resource is not None and resource.canonical not in PLATFORM_ROUTES:
+        audit.record(
+            "access refused",
+            method=request.method,
+            route=resource.canonical,
+            status=status,
+            peer=request.remote or "unknown",
+        )
 
 
 def application(metrics: Metrics, health: Health, routes: Sequence[web.AbstractRouteDef]) -> web.Application:
@@ -151,13 +172,18 @@ def application(metrics: Metrics, health: Health, routes: Sequence[web.AbstractR
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serve `app` on host:port (0 picks a free port) until the block ends; the bound port."""
+async def serving(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """Serve `app` on host:port (0 picks a free port) until the block ends; the bound port.
+
+    With `ssl_context` the server speaks HTTPS only.
+    """
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECS)
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         except OSError as error:
             raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
         yield int(runner.addresses[0][1])
