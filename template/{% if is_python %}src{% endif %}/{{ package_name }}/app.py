@@ -201,7 +201,9 @@ async def build(
                 server_tls.context if server_tls is not None else None,
             )
         )
-        app = App(settings, settings.http.host, port, metrics, health, context, service.jobs, sink, server_tls)
+        app = App(
+            settings, settings.http.host, port, metrics, health, context, service.jobs, sink, server_tls
+        )
         log.info("listening", addr=app.address)
         yield app
 

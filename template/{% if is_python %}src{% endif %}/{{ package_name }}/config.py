@@ -418,7 +418,9 @@ def _check_tls(http: Http, merged: _Layers) -> None:
     ca = http.client_ca_file
     if ca and not Path(ca).is_file():
         where = merged.where("http.client_ca_file")
-        merged.errors.append(f"config error: http.client_ca_file ({where}): {json.dumps(ca)} is not a file; {_PEM}")
+        merged.errors.append(
+            f"config error: http.client_ca_file ({where}): {json.dumps(ca)} is not a file; {_PEM}"
+        )
 
 
 def _read_toml(model: type[Settings], path: Path, errors: list[str]) -> dict[str, Any] | None:
