@@ -18,7 +18,8 @@ use crate::metrics::{Exporter, Handles, Metrics};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
 use crate::shutdown::{self, Listener, Signal, Signals, Trigger};
-use crate::{http, service};
+use crate::tls::{self, ServerTls, TlsListener};
+use crate::{audit, http, service};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]
@@ -41,6 +42,8 @@ pub enum AppError {
     ShutdownOverran(f64),
     #[error("HTTP server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// How the service stopped.
@@ -63,6 +66,8 @@ pub struct App {
     jobs: Vec<Job>,
     stop: (Trigger, Listener),
     log_file: Option<LogFile>,
+    /// HTTPS: the pair reloaded on SIGHUP (`None`: plain HTTP).
+    tls: Option<ServerTls>,
     signals: Signals,
     // Last field: dropped (the file removed) after everything else has stopped.
     _pid_file: PidFile,
@@ -105,14 +110,18 @@ impl App {
         );
         heartbeat.beat().map_err(AppError::Heartbeat)?;
 
+        let tls = tls::server(&settings.http)?;
         let stop = shutdown::channel();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
+        let mut client = reqwest::Client::builder().user_agent(concat!(
+            env!("CARGO_PKG_NAME"),
+            "/",
+            env!("CARGO_PKG_VERSION")
+        ));
+        // Certificates are verified; http.client_ca_file adds authorities to the built-in ones.
+        for authority in tls::client_authorities(&settings.http)? {
+            client = client.add_root_certificate(authority);
+        }
+        let client = client.build()?;
         let context = Context {
             settings: Arc::new(settings.service.clone()),
             metrics: Metrics,
@@ -149,6 +158,7 @@ impl App {
             jobs,
             stop,
             log_file,
+            tls,
             signals,
             _pid_file: pid_file,
         })
@@ -169,12 +179,31 @@ impl App {
         // The server stops last, after the jobs have drained: until then it answers 503 on
         // ready, so that load balancers and operators can watch the drain.
         let (server_trigger, server_stop) = shutdown::channel();
-        let router = self.router;
-        let server = tokio::spawn(async move {
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(server_stop.wait())
-                .await
-        });
+        // The peer's address reaches the handlers (and the audit lines) as ConnectInfo.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = match &self.tls {
+            Some(tls) => {
+                let listener =
+                    TlsListener::new(self.listener, tls.acceptor()).map_err(|source| {
+                        AppError::Bind {
+                            addr: self.addr.to_string(),
+                            source,
+                        }
+                    })?;
+                tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(server_stop.wait())
+                        .await
+                })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(server_stop.wait())
+                    .await
+            }),
+        };
 
         self.health.set_running();
         tracing::info!("ready");
@@ -198,13 +227,14 @@ impl App {
                     }
                 }
                 signal = self.signals.next() => match signal {
-                    Signal::Hangup => reopen_log(self.log_file.as_ref()),
+                    Signal::Hangup => on_hangup(self.log_file.as_ref(), self.tls.as_ref()),
                     stop_signal => break stop_signal,
                 },
             }
         };
 
         tracing::info!(signal = signal.name(), "shutting down");
+        audit::record("shutdown", &[("signal", &signal.name())]);
         self.health.start_draining();
         sd_notify::notify(sd_notify::STOPPING);
         trigger.fire();
@@ -222,7 +252,7 @@ impl App {
         };
         let outcome = tokio::select! {
             result = shutdown::drain_within(drain, timeout) => result,
-            () = second_interrupt(&mut self.signals, self.log_file.as_ref()) => return Ok(Stopped::Interrupted),
+            () = second_interrupt(&mut self.signals, self.log_file.as_ref(), self.tls.as_ref()) => return Ok(Stopped::Interrupted),
         };
         match outcome {
             Ok(()) => {
@@ -241,13 +271,27 @@ impl App {
 
 /// Resolves on a SIGINT during the drain (the operator insists); meanwhile SIGHUP still
 /// reopens the log file and another SIGTERM changes nothing.
-async fn second_interrupt(signals: &mut Signals, log_file: Option<&LogFile>) {
+async fn second_interrupt(
+    signals: &mut Signals,
+    log_file: Option<&LogFile>,
+    tls: Option<&ServerTls>,
+) {
     loop {
         match signals.next().await {
             Signal::Interrupt => return,
-            Signal::Hangup => reopen_log(log_file),
+            Signal::Hangup => on_hangup(log_file, tls),
             Signal::Terminate => {}
         }
+    }
+}
+
+/// SIGHUP: reopen the log and audit files, reload the TLS certificate pair.
+fn on_hangup(log_file: Option<&LogFile>, tls: Option<&ServerTls>) {
+    reopen_log(log_file);
+    audit::reopen();
+    audit::record("reload", &[("signal", &"SIGHUP")]);
+    if let Some(tls) = tls {
+        tls.reload();
     }
 }
 

@@ -36,6 +36,10 @@ const DEFAULT_HTTP_PORT: &str = env!("DEFAULT_HTTP_PORT");
 /// Where the secrets file lives below `PREFIX`.
 const SECRETS_FILE: &str = "key/env.toml";
 const DEFAULT_PREFIX: &str = "/srv";
+/// What the PEM file keys allow.
+const PEM_ALLOWED: &str = "a path to a PEM file, or empty (${PREFIX} is expanded)";
+/// The keys holding paths outside `[paths]`, whose `${PREFIX}` is expanded too.
+const PATH_KEYS: &[&str] = &["http.tls_cert_file", "http.tls_key_file", "http.client_ca_file"];
 /// How a secret, or the user:password of a URL, is shown.
 pub const REDACTED: &str = "[redacted]";
 /// Platform sections listed after the service's (the contract's key order).
@@ -140,6 +144,15 @@ pub mod rules {
         Ok(())
     }
 
+    /// Empty, or a path (not blank); `${PREFIX}` is expanded at load.
+    pub fn optional_path(path: &Path) -> Result<(), ValidationError> {
+        let text = path.as_os_str().to_string_lossy();
+        if !text.is_empty() && text.trim().is_empty() {
+            return Err(error("path", "the path is blank", super::PEM_ALLOWED));
+        }
+        Ok(())
+    }
+
     /// Empty, or an http(s) URL with a host.
     pub fn optional_http_url(text: &str) -> Result<(), ValidationError> {
         if text.is_empty() {
@@ -181,6 +194,15 @@ pub struct Http {
     /// 0 picks a free port (tests).
     #[validate(range(max = 65535, message = "1-65535 (0 picks a free port)"))]
     pub port: u32,
+    /// HTTPS: the certificate chain (PEM); with `tls_key_file`, or neither.
+    #[validate(custom(function = "rules::optional_path"))]
+    pub tls_cert_file: PathBuf,
+    /// HTTPS: the private key (PEM), a secret file (owner and mode checked).
+    #[validate(custom(function = "rules::optional_path"))]
+    pub tls_key_file: PathBuf,
+    /// Authorities the upstream client trusts besides the system's (PEM), or empty.
+    #[validate(custom(function = "rules::optional_path"))]
+    pub client_ca_file: PathBuf,
 }
 
 impl Default for Http {
@@ -188,6 +210,9 @@ impl Default for Http {
         Self {
             host: "127.0.0.1".into(),
             port: DEFAULT_HTTP_PORT.parse().unwrap_or(8080),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
         }
     }
 }
@@ -220,6 +245,9 @@ pub struct Paths {
     pub data_dir: PathBuf,
     #[validate(custom(function = "rules::path"))]
     pub tmp_dir: PathBuf,
+    /// Audit lines (start, reloads, secrets file read, refused access, shutdown).
+    #[validate(custom(function = "rules::path"))]
+    pub audit_file: PathBuf,
 }
 
 impl Default for Paths {
@@ -230,6 +258,7 @@ impl Default for Paths {
             heartbeat_file: format!("./tmp/{SERVICE_NAME}.heartbeat").into(),
             data_dir: format!("${{PREFIX}}/data/{SERVICE_NAME}").into(),
             tmp_dir: "./tmp".into(),
+            audit_file: format!("./log/{SERVICE_NAME}.audit.log").into(),
         }
     }
 }
@@ -887,20 +916,72 @@ fn read_toml(path: &Path, required: bool, errors: &mut ConfigError) -> Option<Ta
     }
 }
 
-/// Refuses a secrets file that group or others may read or write.
-fn check_secrets_mode(path: &Path, errors: &mut ConfigError) -> bool {
+/// What is wrong with a file holding a secret (`what`: "secrets file", "TLS key file").
+///
+/// It must be owned by the user the service runs as (root included: a root service reads
+/// only root's files), and not be accessible by group or others. Each problem is one line
+/// (without `config error: `) with the command that fixes it; a missing file is no problem
+/// here (read errors are reported on reading).
+pub fn secret_file_problems(path: &Path, what: &str) -> Vec<String> {
     let Ok(meta) = std::fs::metadata(path) else {
-        return true; // a missing file is an empty layer; read errors are reported on reading
+        return Vec::new();
     };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 == 0 {
-        return true;
-    }
     let shown = path.display();
-    errors.push(format!(
-        "secrets file {shown} has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {shown})"
-    ));
-    false
+    let mut problems = Vec::new();
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        problems.push(format!(
+            "{what} {shown} has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {shown})"
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if owner != uid {
+        problems.push(format!(
+            "{what} {shown} is owned by uid {owner}; it must be owned by the user running the service, uid {uid} (chown {uid} {shown})"
+        ));
+    }
+    problems
+}
+
+/// Both TLS files or neither; the key file is a secret file; every file set exists.
+fn check_tls(http: &Http, place: impl Fn(&str) -> String, errors: &mut ConfigError) {
+    let (cert, key) = (&http.tls_cert_file, &http.tls_key_file);
+    let set = |p: &PathBuf| !p.as_os_str().is_empty();
+    if set(cert) != set(key) {
+        let empty = if set(cert) {
+            "http.tls_key_file"
+        } else {
+            "http.tls_cert_file"
+        };
+        errors.push(format!(
+            "{empty} ({}): empty while the other TLS file is set; allowed both http.tls_cert_file and http.tls_key_file set, or neither",
+            place(empty)
+        ));
+    }
+    let mut files = Vec::new();
+    if set(cert) && set(key) {
+        files.push(("http.tls_cert_file", cert));
+        files.push(("http.tls_key_file", key));
+    }
+    if set(&http.client_ca_file) {
+        files.push(("http.client_ca_file", &http.client_ca_file));
+    }
+    for (name, path) in files {
+        if !path.is_file() {
+            let shown = literal(&Value::String(path.display().to_string()));
+            errors.push(format!(
+                "{name} ({}): {shown} is not a file; allowed {PEM_ALLOWED}",
+                place(name)
+            ));
+        }
+    }
+    if set(cert) && set(key) {
+        for problem in secret_file_problems(key, "TLS key file") {
+            errors.push(problem);
+        }
+    }
 }
 
 /// The sources of one load: the base file, `PREFIX` and the environment.
@@ -935,6 +1016,8 @@ impl Sources {
 pub struct Loaded {
     pub settings: Settings,
     shown: Shown,
+    /// The secrets file read, and its mode (for the audit line; never its content).
+    pub secrets_read: SecretsRead,
 }
 
 impl Loaded {
@@ -944,6 +1027,22 @@ impl Loaded {
             .iter()
             .find(|(k, _, _)| k == dotted)
             .map_or(Layer::Default, |(_, _, l)| *l)
+    }
+
+    /// A short sha256 of the effective configuration, secrets redacted (the start's audit
+    /// line): over the `<key> = <value>` lines of `check-config` without their layers, one
+    /// per line, so that both flavours give the same digest for the same configuration.
+    pub fn digest(&self) -> String {
+        let text: String = self
+            .shown
+            .iter()
+            .map(|(key, value, _)| format!("{key} = {}\n", literal(value)))
+            .collect();
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        digest.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// `check-config`'s report: one `<key> = <value> (<layer>)` line per key.
@@ -957,18 +1056,24 @@ impl Loaded {
 
 /// Loads the three layers, reports every error at once, and returns the merged settings.
 pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
-    let (platform, service, shown) = load_sections::<crate::service::Settings>(sources)?;
+    let (platform, service, shown, secrets_read) =
+        load_sections::<crate::service::Settings>(sources)?;
     Ok(Loaded {
         settings: Settings::new(platform, service),
         shown,
+        secrets_read,
     })
 }
 
 /// The effective value and layer of each key, in the contract's order.
 type Shown = Vec<(String, Value, Layer)>;
+/// The secrets file read at load, and its mode.
+type SecretsRead = Option<(PathBuf, u32)>;
+/// What [`load_sections`] gives: the platform's settings, the service's, what to show.
+type Sectioned<S> = (Platform, S, Shown, SecretsRead);
 
 /// [`load`] for any service sections `S` (tests load a stub service's).
-fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown), ConfigError> {
+fn load_sections<S: Sections>(sources: &Sources) -> Result<Sectioned<S>, ConfigError> {
     let schema = Schema::new::<S>();
     let mut errors = ConfigError::default();
     for section in schema.groups[1].defaults.keys() {
@@ -988,7 +1093,12 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
         ));
     }
     let secrets = sources.secrets_file();
-    if check_secrets_mode(&secrets, &mut errors)
+    let problems = secret_file_problems(&secrets, "secrets file");
+    let mut secrets_read = None;
+    for problem in &problems {
+        errors.push(problem.clone());
+    }
+    if problems.is_empty()
         && let Some(table) = read_toml(&secrets, false, &mut errors)
     {
         layers.push(LayerValues::from_table(
@@ -997,6 +1107,8 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
             &table,
             &mut errors,
         ));
+        let mode = std::fs::metadata(&secrets).map_or(0, |m| m.permissions().mode() & 0o7777);
+        secrets_read = Some((secrets.clone(), mode));
     }
     layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));
     if !errors.lines.is_empty() {
@@ -1014,8 +1126,11 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
                 origin.insert(dotted.clone(), layer.layer);
             }
         }
-        // `${PREFIX}` is expanded in every `paths.*` value, as in the Python flavour.
-        if let ("paths", Value::String(text)) = (key.section.as_str(), &value) {
+        // `${PREFIX}` is expanded in every `paths.*` value and the other path keys, as in
+        // the Python flavour.
+        if let Value::String(text) = &value
+            && (key.section == "paths" || PATH_KEYS.contains(&dotted.as_str()))
+        {
             value = Value::String(text.replace("${PREFIX}", &sources.prefix));
         }
         tables[key.group] = with_value(&tables[key.group], &key.section, &key.name, value);
@@ -1030,6 +1145,24 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
         S::deserialize(Value::Table(tables[1].clone())).map_err(|e| failed(e.to_string()))?;
     platform.validate().map_err(|e| failed(e.to_string()))?;
     service.validate().map_err(|e| failed(e.to_string()))?;
+    let place = |dotted: &str| match origin.get(dotted).copied() {
+        Some(Layer::Env) => {
+            let (section, name) = dotted.split_once('.').unwrap_or((dotted, ""));
+            let var = format!(
+                "{}{}__{}",
+                env_prefix(),
+                section.to_uppercase(),
+                name.to_uppercase()
+            );
+            format!("env {var}")
+        }
+        Some(layer) => layer.to_string(),
+        None => Layer::Default.to_string(),
+    };
+    check_tls(&platform.http, place, &mut errors);
+    if !errors.lines.is_empty() {
+        return Err(errors);
+    }
     let normalized: Vec<Table> = [Value::try_from(&platform), Value::try_from(&service)]
         .into_iter()
         .map(|v| match v {
@@ -1047,7 +1180,7 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
             (dotted, value, layer)
         })
         .collect();
-    Ok((platform, service, shown))
+    Ok((platform, service, shown, secrets_read))
 }
 
 #[cfg(test)]
@@ -1328,7 +1461,7 @@ mod tests {
         orders: Orders,
     }
 
-    fn report(loaded: &(Platform, Stub, Shown)) -> Vec<String> {
+    fn report(loaded: &Sectioned<Stub>) -> Vec<String> {
         loaded
             .2
             .iter()

@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
+use crate::audit;
 use crate::health::{self, Health};
 use crate::metrics::{self, Exporter, Handles};
 
@@ -252,6 +254,11 @@ fn collect(errors: &ValidationErrors, prefix: String, out: &mut Vec<String>) {
 pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let method = metrics::method_label(request.method());
+    let raw_method = request.method().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     let outcome = Guarded {
         inner: std::pin::pin!(next.run(request)),
     }
@@ -269,8 +276,38 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
             internal_error()
         }
     };
+    audit_refusal(matched.as_ref(), &raw_method, response.status(), peer);
     metrics::count_request(route, method, response.status());
     response
+}
+
+/// The platform's own routes; every other matched route is the service's.
+pub const PLATFORM_ROUTES: &[&str] = &["/.well-known/live", "/.well-known/ready", "/metrics"];
+
+/// An audit line for a 401 or 403 answered by one of the service's routes.
+fn audit_refusal(
+    matched: Option<&MatchedPath>,
+    method: &axum::http::Method,
+    status: StatusCode,
+    peer: Option<std::net::IpAddr>,
+) {
+    let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    let Some(route) = matched.map(MatchedPath::as_str) else {
+        return;
+    };
+    if !refused || PLATFORM_ROUTES.contains(&route) {
+        return;
+    }
+    let peer = peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    audit::record(
+        "access refused",
+        &[
+            ("method", &method.as_str()),
+            ("route", &route),
+            ("status", &status.as_u16()),
+            ("peer", &peer),
+        ],
+    );
 }
 
 /// The platform's routes, the service's, and 404 for anything else, all guarded and counted.

@@ -92,13 +92,19 @@ def _path(value: str) -> str:
     return value
 
 
+def _optional_path(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("the path is blank")
+    return value
+
+
 Host = Annotated[str, AfterValidator(_host)]
 FilterText = Annotated[str, AfterValidator(_filter)]
 # An http(s) URL, or empty for none.
 OptionalUrl = Annotated[str, AfterValidator(_optional_url)]
 PathText = Annotated[str, AfterValidator(_path)]
 # A path, or empty for none.
-OptionalPath = str
+OptionalPath = Annotated[str, AfterValidator(_optional_path)]
 # The `description` of a field is the "allowed ..." part of its error lines.
 SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
 OPTIONAL_URL = "allowed an http(s) URL, or empty"
