@@ -182,7 +182,7 @@ impl App {
         // The peer's address reaches the handlers (and the audit lines) as ConnectInfo.
         let service = self
             .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+            .into_make_service_with_connect_info::<http::Peer>();
         let server = match &self.tls {
             Some(tls) => {
                 let listener =

@@ -39,7 +39,11 @@ const DEFAULT_PREFIX: &str = "/srv";
 /// What the PEM file keys allow.
 const PEM_ALLOWED: &str = "a path to a PEM file, or empty (${PREFIX} is expanded)";
 /// The keys holding paths outside `[paths]`, whose `${PREFIX}` is expanded too.
-const PATH_KEYS: &[&str] = &["http.tls_cert_file", "http.tls_key_file", "http.client_ca_file"];
+const PATH_KEYS: &[&str] = &[
+    "http.tls_cert_file",
+    "http.tls_key_file",
+    "http.client_ca_file",
+];
 /// How a secret, or the user:password of a URL, is shown.
 pub const REDACTED: &str = "[redacted]";
 /// Platform sections listed after the service's (the contract's key order).
@@ -1288,12 +1292,12 @@ mod tests {
         );
         let lines = load(&src).unwrap_err().lines;
         let expected = [
-            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port".to_string(),
+            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, tls_cert_file, tls_key_file, client_ca_file".to_string(),
             "config error: apm.url (base): \"ftp://x\" is not an http(s) URL; allowed an http(s) URL, or empty".to_string(),
             "config error: heartbeat.interval_secs (base): \"10\" is not a number; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             "config error: shutdown.timeout_secs (base): 0 is out of range; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             format!("config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"),
-            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port"),
+            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, tls_cert_file, tls_key_file, client_ca_file"),
             format!("config error: runtime.worker_threads (env {threads_var}): \"many\" is not a whole number; allowed 0-1024 (0 = the available cores)"),
         ];
         for line in &expected {

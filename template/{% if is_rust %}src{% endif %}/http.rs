@@ -16,11 +16,13 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
@@ -257,8 +259,8 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
     let raw_method = request.method().clone();
     let peer = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| info.0.0.ip());
     let outcome = Guarded {
         inner: std::pin::pin!(next.run(request)),
     }
@@ -279,6 +281,22 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
     audit_refusal(matched.as_ref(), &raw_method, response.status(), peer);
     metrics::count_request(route, method, response.status());
     response
+}
+
+/// The address of the client of a request, a `ConnectInfo<Peer>` extension once served.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }
 
 /// The platform's own routes; every other matched route is the service's.

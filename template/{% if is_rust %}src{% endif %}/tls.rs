@@ -73,7 +73,12 @@ struct Resolver(RwLock<Arc<CertifiedKey>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(PoisonError::into_inner).clone())
+        Some(
+            self.0
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
@@ -113,7 +118,11 @@ impl ServerTls {
     pub fn reload(&self) -> bool {
         match load_pair(&self.cert, &self.key) {
             Ok(pair) => {
-                *self.resolver.0.write().unwrap_or_else(PoisonError::into_inner) = pair;
+                *self
+                    .resolver
+                    .0
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = pair;
                 let cert = self.cert.display().to_string();
                 tracing::info!(cert = %cert, "TLS certificate reloaded");
                 let key = self.key.display().to_string();
@@ -193,7 +202,9 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = send.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
                 });
