@@ -77,12 +77,13 @@ def test_start_secrets_reload_and_shutdown_are_audited(spawn):
     )
 
 
-def test_the_digest_follows_the_configuration_and_not_the_secret(spawn):
-    first = spawn(secrets='[work]\nupstream_token = "one"\n')
-    second = spawn(secrets='[work]\nupstream_token = "two"\n', settings={"WORK__MAX_CONCURRENCY": "3"})
-    third = spawn(secrets='[work]\nupstream_token = "three"\n')
+def test_the_digest_follows_the_configuration_and_not_the_secret(spawn, tmp_path):
+    # One PREFIX for the three: the paths below it are part of the configuration.
+    runs = [("one", {}), ("two", {"WORK__MAX_CONCURRENCY": "3"}), ("three", {})]
     digests = []
-    for svc in (first, second, third):
+    for token, settings in runs:
+        svc = spawn(prefix=tmp_path / "prefix", settings=settings)
+        svc.write_secrets(f'[work]\nupstream_token = "{token}"\n')
         svc.start()
         digests.append(wait_for(svc, "start")["config_sha256"])
         assert svc.stop() == 0

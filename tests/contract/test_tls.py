@@ -11,6 +11,7 @@ import os
 import shutil
 import ssl
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,9 @@ def test_https_serves_the_pair_with_tls_1_2_or_newer(spawn, tmp_path):
     assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[union-attr]
     conn.close()
     old = client(cert)
-    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises((ssl.SSLError, OSError)):
         get(https(svc, old), "/.well-known/live")
     with pytest.raises((http.client.HTTPException, OSError)):
@@ -173,7 +176,7 @@ def test_one_tls_file_without_the_other_is_an_error(spawn, tmp_path):
 
     assert checked.returncode == 1
     assert checked.stderr.splitlines() == [
-        "config error: http.tls_key_file (default): empty while the other TLS file is set; "
+        "config error: http.tls_key_file (base): empty while the other TLS file is set; "
         "allowed both http.tls_cert_file and http.tls_key_file set, or neither"
     ]
 
