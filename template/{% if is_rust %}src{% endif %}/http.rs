@@ -399,6 +399,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refused_access_on_the_service_routes_is_audited() {
+        use metrics_exporter_prometheus::PrometheusBuilder;
+
+        let dir = tempfile::tempdir().unwrap();
+        let audit_file = dir.path().join("audit.log");
+        crate::audit::open(&audit_file).unwrap();
+        let prometheus = PrometheusBuilder::new().build_recorder().handle();
+        let exporter = Exporter::with_handle(prometheus, "0.0.0", "test");
+        let health = Health::new(std::time::Duration::from_secs(1), Handles::noop());
+        let service = Router::new()
+            .route(
+                "/v1/locked/{id}",
+                get(|| async { (StatusCode::UNAUTHORIZED, "no token") }),
+            )
+            .route(
+                "/v1/admin",
+                axum::routing::post(|| async { (StatusCode::FORBIDDEN, "forbidden") }),
+            );
+        let app = router(health, exporter, Handles::noop(), service)
+            .into_make_service_with_connect_info::<Peer>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let locked = client.get(format!("{base}/v1/locked/7")).send().await;
+        assert_eq!(locked.map(status).unwrap(), 401);
+        let admin = client.post(format!("{base}/v1/admin")).send().await;
+        assert_eq!(admin.map(status).unwrap(), 403);
+        let nowhere = client.get(format!("{base}/nowhere")).send().await;
+        assert_eq!(nowhere.map(status).unwrap(), 404);
+        let metrics = client.post(format!("{base}/metrics")).send().await;
+        assert_eq!(metrics.map(status).unwrap(), 405);
+
+        let text = std::fs::read_to_string(&audit_file).unwrap();
+        let messages: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once(" AUDIT ").map(|(_, m)| m))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "access refused method=GET route=/v1/locked/{id} status=401 peer=127.0.0.1",
+                "access refused method=POST route=/v1/admin status=403 peer=127.0.0.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn a_handler_panic_or_500_is_a_json_500_and_the_service_keeps_serving() {
         use axum::extract::Path;
         use metrics_exporter_prometheus::PrometheusBuilder;
