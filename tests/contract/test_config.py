@@ -16,12 +16,16 @@ pytestmark = pytest.mark.slow
 KEYS = [
     "http.host",
     "http.port",
+    "http.tls_cert_file",
+    "http.tls_key_file",
+    "http.client_ca_file",
     "log.filter",
     "paths.log_file",
     "paths.pid_file",
     "paths.heartbeat_file",
     "paths.data_dir",
     "paths.tmp_dir",
+    "paths.audit_file",
     "heartbeat.interval_secs",
     "shutdown.timeout_secs",
     "runtime.worker_threads",
@@ -88,12 +92,16 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
     assert got == {
         "http.host": ("127.0.0.1", "base"),
         "http.port": (svc.built.answers["http_port"], "base"),
+        "http.tls_cert_file": ("", "base"),
+        "http.tls_key_file": ("", "base"),
+        "http.client_ca_file": ("", "base"),
         "log.filter": ("info", "base"),
         "paths.log_file": (f"./log/{name}.log", "base"),
         "paths.pid_file": (f"{svc.prefix}/run/{name}.pid", "base"),
         "paths.heartbeat_file": (f"./tmp/{name}.heartbeat", "base"),
         "paths.data_dir": (f"{svc.prefix}/data/{name}", "base"),
         "paths.tmp_dir": ("./tmp", "base"),
+        "paths.audit_file": (f"./log/{name}.audit.log", "base"),
         "heartbeat.interval_secs": (10, "base"),
         "shutdown.timeout_secs": (30, "base"),
         "runtime.worker_threads": (0, "base"),
@@ -304,7 +312,8 @@ def test_unknown_key_message_lists_the_allowed_keys(spawn):
     proc = check(svc, "[http]\nportt = 1\n")
 
     assert (
-        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port"
+        "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, "
+        "tls_cert_file, tls_key_file, client_ca_file"
         in proc.stderr.splitlines()
     )
 
