@@ -216,6 +216,10 @@ def test_logrotate_rules_signal_through_the_pid_file(combo: str, tmp_path: Path)
     assert f"/srv/app/{name}/log/{name}.log {{" in text
     assert "copytruncate" not in re.sub(r"#.*", "", text)
     assert f"pidfile=/srv/run/{name}.pid" in text and 'kill -HUP "$(cat "$pidfile")"' in text
+    # the audit file has its own rule, kept longer than the log: a year of weekly files
+    audit = text.split(f"/srv/app/{name}/log/{name}.audit.log {{", 1)[1].split("\n}", 1)[0]
+    assert re.search(r"^\s+weekly$", audit, re.M) and re.search(r"^\s+rotate 52$", audit, re.M), audit
+    assert 'kill -HUP "$(cat "$pidfile")"' in audit
     # logrotate -d: the service user does not exist on this machine, so it is replaced by root
     rules = tmp_path / name
     rules.write_text(text.replace(f"su {name} {name}", "su root root"))
