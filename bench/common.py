@@ -100,7 +100,7 @@ def markers(section: str) -> tuple[str, str]:
 
 
 # The order of the sections on the page, whatever order the scripts run in.
-SECTIONS = ("generation", "suite", "load", "mutation")
+SECTIONS = ("generation", "suite", "load", "attacks", "mutation")
 
 
 def replace_section(page: str, section: str, body: str) -> str:

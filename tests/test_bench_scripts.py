@@ -14,6 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import attacks
 import common
 import generation
 import load
@@ -80,6 +81,15 @@ def test_quick_load_run_is_short_and_explicit_values_win() -> None:
     assert (full.rounds, full.cycles, full.seconds, full.warmup) == (2, 3, 5, 1)
     with pytest.raises(SystemExit):
         load.parse_args(["--seconds", "0"])
+
+
+def test_attacks_run_every_attack_unless_told_and_each_is_described() -> None:
+    args = attacks.parse_args([])
+    assert args.attacks == list(attacks.ATTACKS) and args.window == 80.0 and args.only is None
+    assert set(attacks.DESCRIPTIONS) == set(attacks.ATTACKS)
+    assert attacks.parse_args(["--only", "rust", "--attacks", "silent"]).attacks == ["silent"]
+    with pytest.raises(SystemExit):
+        attacks.parse_args(["--attacks", "nope"])
 
 
 def test_targets_report_pass_and_miss() -> None:

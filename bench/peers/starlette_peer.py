@@ -5,7 +5,7 @@ counter by route, method and status, and the Prometheus
 text of prometheus-client's default registry. uvicorn runs one worker with its production
 extras (uvloop, httptools) and stops gracefully on SIGTERM and SIGINT.
 
-Usage: python starlette_peer.py PORT
+Usage: python starlette_peer.py PORT [h11|httptools]
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ app = Starlette(
 
 
 def main() -> None:
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    # An optional second argument picks uvicorn's HTTP parser: `h11` (pure Python) or `httptools`.
+    http = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, http=http)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ from plumbline.errors import AuditError
 CONTRACT_KEYS = (
     "http.host",
     "http.port",
+    "http.header_timeout_secs",
+    "http.idle_timeout_secs",
+    "http.write_timeout_secs",
+    "http.max_connections",
     "http.tls_cert_file",
     "http.tls_key_file",
     "http.client_ca_file",
@@ -71,6 +75,22 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def missing_key(finding: Finding) -> str | None:
+    """The key a `config-keys` finding says is missing, or None for any other finding."""
+    prefix = "contract key "
+    if finding.rule == "config-keys" and finding.message.startswith(prefix) and finding.message.endswith(" is missing"):
+        return finding.message[len(prefix) : -len(" is missing")]
+    return None
+
+
+def config_keys(text: str) -> set[str] | None:
+    """The `section.key` names a base configuration states, or None when it does not parse."""
+    try:
+        return {key for key, _ in _flatten(tomllib.loads(text))}
+    except tomllib.TOMLDecodeError:
+        return None
 
 
 def check_config(project: Path) -> list[Finding]:

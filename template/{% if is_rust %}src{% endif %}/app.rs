@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use thiserror::Error;
@@ -18,8 +19,8 @@ use crate::metrics::{Exporter, Handles, Metrics};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
 use crate::shutdown::{self, Listener, Signal, Signals, Trigger};
-use crate::tls::{self, ServerTls, TlsListener};
-use crate::{audit, http, service};
+use crate::tls::{self, ServerTls};
+use crate::{audit, http, limits, server, service};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]
@@ -179,31 +180,14 @@ impl App {
         // The server stops last, after the jobs have drained: until then it answers 503 on
         // ready, so that load balancers and operators can watch the drain.
         let (server_trigger, server_stop) = shutdown::channel();
-        // The peer's address reaches the handlers (and the audit lines) as ConnectInfo.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<http::Peer>();
-        let server = match &self.tls {
-            Some(tls) => {
-                let listener =
-                    TlsListener::new(self.listener, tls.acceptor()).map_err(|source| {
-                        AppError::Bind {
-                            addr: self.addr.to_string(),
-                            source,
-                        }
-                    })?;
-                tokio::spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(server_stop.wait())
-                        .await
-                })
-            }
-            None => tokio::spawn(async move {
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(server_stop.wait())
-                    .await
-            }),
-        };
+        let limits = http_limits(&self.settings);
+        let server = tokio::spawn(server::serve(
+            self.listener,
+            self.router,
+            limits,
+            self.tls.as_ref().map(ServerTls::acceptor),
+            server_stop,
+        ));
 
         self.health.set_running();
         tracing::info!("ready");
@@ -223,7 +207,7 @@ impl App {
             tokio::select! {
                 _ = beats.tick() => {
                     if let Err(e) = self.heartbeat.beat() {
-                        tracing::error!(error = %e, "cannot write the heartbeat file");
+                        limits::heartbeat_failed(&e);
                     }
                 }
                 signal = self.signals.next() => match signal {
@@ -233,9 +217,10 @@ impl App {
             }
         };
 
+        // Draining first: whoever reads the line finds ready answering 503 already.
+        self.health.start_draining();
         tracing::info!(signal = signal.name(), "shutting down");
         audit::record("shutdown", &[("signal", &signal.name())]);
-        self.health.start_draining();
         sd_notify::notify(sd_notify::STOPPING);
         trigger.fire();
         let timeout = self.settings.shutdown_timeout();
@@ -245,10 +230,7 @@ impl App {
                 let _ = job.await;
             }
             server_trigger.fire();
-            served = match server.await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            served = server.await.map_err(|e| e.to_string());
         };
         let outcome = tokio::select! {
             result = shutdown::drain_within(drain, timeout) => result,
@@ -266,6 +248,17 @@ impl App {
                 Err(AppError::ShutdownOverran(timeout_secs))
             }
         }
+    }
+}
+
+/// The connection limits of `[http]`.
+pub fn http_limits(settings: &Settings) -> server::Limits {
+    let secs = |value: f64| Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX);
+    server::Limits {
+        header_timeout: secs(settings.http.header_timeout_secs),
+        idle_timeout: secs(settings.http.idle_timeout_secs),
+        write_timeout: secs(settings.http.write_timeout_secs),
+        max_connections: usize::try_from(settings.http.max_connections).unwrap_or(usize::MAX),
     }
 }
 

@@ -198,6 +198,27 @@ pub struct Http {
     /// 0 picks a free port (tests).
     #[validate(range(max = 65535, message = "1-65535 (0 picks a free port)"))]
     pub port: u32,
+    /// A request head must arrive whole within this many seconds of its first byte.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub header_timeout_secs: f64,
+    /// A connection without a request in progress is closed after this many seconds.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub idle_timeout_secs: f64,
+    /// A client that does not read its answer for this many seconds is disconnected.
+    #[validate(range(
+        exclusive_min = 0.0,
+        message = "a number of seconds > 0 (fractions allowed)"
+    ))]
+    pub write_timeout_secs: f64,
+    /// Open connections at most (lowered at start to the file descriptor limit minus 64).
+    #[validate(range(min = 1, max = 1000000, message = "1-1000000"))]
+    pub max_connections: u32,
     /// HTTPS: the certificate chain (PEM); with `tls_key_file`, or neither.
     #[validate(custom(function = "rules::optional_path"))]
     pub tls_cert_file: PathBuf,
@@ -214,6 +235,10 @@ impl Default for Http {
         Self {
             host: "127.0.0.1".into(),
             port: DEFAULT_HTTP_PORT.parse().unwrap_or(8080),
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 60.0,
+            write_timeout_secs: 30.0,
+            max_connections: 1024,
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             client_ca_file: PathBuf::new(),
@@ -1292,12 +1317,12 @@ mod tests {
         );
         let lines = load(&src).unwrap_err().lines;
         let expected = [
-            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, tls_cert_file, tls_key_file, client_ca_file".to_string(),
+            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, tls_cert_file, tls_key_file, client_ca_file".to_string(),
             "config error: apm.url (base): \"ftp://x\" is not an http(s) URL; allowed an http(s) URL, or empty".to_string(),
             "config error: heartbeat.interval_secs (base): \"10\" is not a number; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             "config error: shutdown.timeout_secs (base): 0 is out of range; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             format!("config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"),
-            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, tls_cert_file, tls_key_file, client_ca_file"),
+            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, tls_cert_file, tls_key_file, client_ca_file"),
             format!("config error: runtime.worker_threads (env {threads_var}): \"many\" is not a whole number; allowed 0-1024 (0 = the available cores)"),
         ];
         for line in &expected {

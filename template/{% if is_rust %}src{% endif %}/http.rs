@@ -16,13 +16,11 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::IncomingStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
@@ -283,21 +281,9 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
     response
 }
 
-/// The address of the client of a request, a `ConnectInfo<Peer>` extension once served.
+/// The address of the client of a request: the server adds it as a `ConnectInfo<Peer>` extension.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
 
 /// The platform's own routes; every other matched route is the service's.
 pub const PLATFORM_ROUTES: &[&str] = &["/.well-known/live", "/.well-known/ready", "/metrics"];
@@ -417,8 +403,10 @@ mod tests {
                 "/v1/admin",
                 axum::routing::post(|| async { (StatusCode::FORBIDDEN, "forbidden") }),
             );
+        // What the server adds to each request (`crate::server`).
+        let peer = Peer("127.0.0.1:40000".parse().unwrap());
         let app = router(health, exporter, Handles::noop(), service)
-            .into_make_service_with_connect_info::<Peer>();
+            .layer(axum::Extension(ConnectInfo(peer)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });

@@ -58,13 +58,16 @@ pub fn redact_urls(text: &str) -> std::borrow::Cow<'_, str> {
         let scheme = &rest[scheme_start..at];
         let authority = &rest[at + 3..];
         let end = authority
-            .find(|c: char| "/?#@".contains(c) || c.is_whitespace())
+            .find(|c: char| "/?#".contains(c) || c.is_whitespace())
             .unwrap_or(authority.len());
-        let credentials = end > 0 && authority[end..].starts_with('@');
+        // The userinfo ends at the authority's last `@`: a password may hold an `@` unescaped.
+        let userinfo = authority[..end].rfind('@').filter(|&at| at > 0);
         out.push_str(&rest[..at + 3]);
-        if credentials && scheme.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        if let Some(userinfo) =
+            userinfo.filter(|_| scheme.starts_with(|c: char| c.is_ascii_alphabetic()))
+        {
             out.push_str(crate::config::REDACTED);
-            rest = &authority[end..];
+            rest = &authority[userinfo..];
         } else {
             rest = authority;
         }
@@ -222,14 +225,16 @@ impl Write for SinkWriter<'_> {
         // The file first: whoever sees a line on stderr finds it in the file already. Both
         // under the file's lock, so that threads logging at once leave their lines in the
         // same order on stderr and in the file.
-        let written = match &self.sink.file {
-            Some(file) => file.write_line(buf, to_stderr),
-            None => {
-                to_stderr();
-                Ok(())
+        if let Some(file) = &self.sink.file {
+            if file.write_line(buf, to_stderr).is_err() {
+                // Disk full: the line is lost from the file (stderr has it), counted and
+                // reported at most once per interval; the service goes on.
+                crate::limits::log_write_failed(file.path());
             }
-        };
-        written.map(|()| buf.len())
+        } else {
+            to_stderr();
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -306,6 +311,10 @@ mod tests {
             "cannot reach https://[redacted]@host:8/x and ftp://[redacted]@h"
         );
         assert_eq!(redact_urls("http://host/a@b"), "http://host/a@b");
+        assert_eq!(
+            redact_urls("http://user:p@ss@host/x"),
+            "http://[redacted]@host/x"
+        );
         assert_eq!(redact_urls("me@example.com"), "me@example.com");
         assert_eq!(quoted("http://u:p@h/"), "http://[redacted]@h/");
     }

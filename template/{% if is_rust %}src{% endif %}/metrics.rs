@@ -28,6 +28,7 @@ pub struct Names {
     pub heartbeat_timestamp_seconds: String,
     pub ready: String,
     pub degraded: String,
+    pub exhaustion_total: String,
 }
 
 /// The names for this service (`order_router_ready`, ...).
@@ -43,6 +44,7 @@ pub fn names() -> &'static Names {
             heartbeat_timestamp_seconds: format!("{p}_heartbeat_timestamp_seconds"),
             ready: format!("{p}_ready"),
             degraded: format!("{p}_degraded"),
+            exhaustion_total: format!("{p}_exhaustion_total"),
         }
     })
 }
@@ -81,6 +83,10 @@ pub fn register(version: &str, commit: &str) {
         n.degraded.clone(),
         "1 when the service runs degraded (its last job run failed), else 0"
     );
+    describe_counter!(
+        n.exhaustion_total.clone(),
+        "Times a resource ran out (file descriptors, the connection cap, the log file's disk), by kind"
+    );
     let build = [
         ("version", version.to_string()),
         ("commit", commit.to_string()),
@@ -91,6 +97,9 @@ pub fn register(version: &str, commit: &str) {
         counter!(n.errors_total.clone(), "kind" => kind).absolute(0);
     }
     counter!(n.retries_total.clone()).absolute(0);
+    for kind in crate::limits::EXHAUSTION_KINDS {
+        counter!(n.exhaustion_total.clone(), "kind" => kind).absolute(0);
+    }
     gauge!(n.ready.clone()).set(0.0);
     gauge!(n.degraded.clone()).set(0.0);
 }

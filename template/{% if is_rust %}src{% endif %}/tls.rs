@@ -5,33 +5,23 @@
 //! files again and swaps the resolver's pair, so connections already open keep theirs and
 //! new ones get the new pair. A pair that fails to load (unreadable, mismatched, or a key
 //! file open to group or others) leaves the old pair in place and is logged, with its audit
-//! line.
+//! line. The server (`crate::server`) wraps each accepted connection with [`ServerTls::acceptor`].
 //!
 //! The upstream client verifies certificates against the built-in authorities, plus those of
 //! `http.client_ca_file` when set ([`client_authorities`]).
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::audit;
 use crate::config::{Http, secret_file_problems};
-
-/// A TLS handshake must finish within this time, or the connection is closed.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The certificate pair cannot be used; the text says which file and why.
 #[derive(Debug, thiserror::Error)]
@@ -170,74 +160,4 @@ pub fn client_authorities(http: &Http) -> Result<Vec<reqwest::Certificate>, TlsE
         return Err(failed("no certificate in it".to_string()));
     }
     Ok(found)
-}
-
-/// A listener handing axum connections whose TLS handshake is done.
-///
-/// Handshakes run in their own tasks (a slow client holds up no one), each within
-/// [`HANDSHAKE_TIMEOUT`]; a failed handshake is logged at DEBUG and closed.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accepting: JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (send, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, send) = (acceptor.clone(), send.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = send.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            ready,
-            local,
-            accepting,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(accepted) => accepted,
-            // The accepting task holds a sender for as long as it runs: only a stopped task
-            // closes the channel, and then nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

@@ -58,7 +58,9 @@ fn check_config_prints_each_value_with_its_layer() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "http.host = \"127.0.0.2\" (base)");
     assert_eq!(lines[1], "http.port = 9000 (env)");
-    assert_eq!(lines[2], "http.tls_cert_file = \"\" (default)");
+    assert_eq!(lines[2], "http.header_timeout_secs = 10.0 (default)");
+    assert_eq!(lines[5], "http.max_connections = 1024 (default)");
+    assert_eq!(lines[6], "http.tls_cert_file = \"\" (default)");
     assert!(
         lines.contains(&"log.filter = \"warn\" (secrets)"),
         "{stdout}"

@@ -16,6 +16,10 @@ pytestmark = pytest.mark.slow
 KEYS = [
     "http.host",
     "http.port",
+    "http.header_timeout_secs",
+    "http.idle_timeout_secs",
+    "http.write_timeout_secs",
+    "http.max_connections",
     "http.tls_cert_file",
     "http.tls_key_file",
     "http.client_ca_file",
@@ -92,6 +96,10 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
     assert got == {
         "http.host": ("127.0.0.1", "base"),
         "http.port": (svc.built.answers["http_port"], "base"),
+        "http.header_timeout_secs": (10, "base"),
+        "http.idle_timeout_secs": (60, "base"),
+        "http.write_timeout_secs": (30, "base"),
+        "http.max_connections": (1024, "base"),
         "http.tls_cert_file": ("", "base"),
         "http.tls_key_file": ("", "base"),
         "http.client_ca_file": ("", "base"),
@@ -313,6 +321,7 @@ def test_unknown_key_message_lists_the_allowed_keys(spawn):
 
     assert (
         "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, "
+        "header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, "
         "tls_cert_file, tls_key_file, client_ca_file"
         in proc.stderr.splitlines()
     )

@@ -31,6 +31,7 @@ def expected_types(prefix: str) -> dict[str, str]:
         f"{prefix}http_requests_total": "counter",
         f"{prefix}errors_total": "counter",
         f"{prefix}retries_total": "counter",
+        f"{prefix}exhaustion_total": "counter",
         f"{prefix}heartbeat_timestamp_seconds": "gauge",
         f"{prefix}ready": "gauge",
         f"{prefix}degraded": "gauge",
@@ -79,6 +80,9 @@ def test_values_at_start(shared_service, service_build):
     assert m.value(f"{p}errors_total", kind="transient") == 0
     assert m.value(f"{p}errors_total", kind="persistent") == 0
     assert {labels["kind"] for labels in m.series(f"{p}errors_total")} == {"transient", "persistent"}
+    kinds = {"file_descriptors", "connections", "log_write"}
+    assert {labels["kind"] for labels in m.series(f"{p}exhaustion_total")} == kinds
+    assert all(m.value(f"{p}exhaustion_total", kind=kind) == 0 for kind in kinds)
     (build_info,) = m.series(f"{p}build_info")
     assert set(build_info) == {"version", "commit", "flavour"}
     assert m.value(f"{p}build_info", **build_info) == 1

@@ -21,13 +21,13 @@ from typing import IO, Any
 
 import aiohttp
 
-from . import about, audit, heartbeat, http, pidfile, sd_notify, shutdown, tls
+from . import about, audit, heartbeat, http, limits, pidfile, sd_notify, server, shutdown, tls
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .health import Health, Phase
-from .http import BindError
 from .logging import LogSink, get_logger, logs, parse_filter
 from .metrics import Metrics
+from .server import BindError
 
 log = get_logger(__name__)
 
@@ -148,6 +148,17 @@ def worker_threads(configured: int) -> int:
     return os.cpu_count() or 1
 
 
+def server_limits(settings: Settings) -> server.Limits:
+    """The connection limits of `[http]`."""
+    http_settings = settings.http
+    return server.Limits(
+        header_timeout=http_settings.header_timeout_secs,
+        idle_timeout=http_settings.idle_timeout_secs,
+        write_timeout=http_settings.write_timeout_secs,
+        max_connections=http_settings.max_connections,
+    )
+
+
 def _service_part() -> ServicePart:
     from . import service  # noqa: PLC0415 (the team's package, imported once the platform is up)
 
@@ -192,13 +203,17 @@ async def build(
         )
         service = part.build(context)
         web_app = http.application(metrics, health, service.routes)
+        limits.attach(metrics.exhaustion)
+        stack.callback(limits.detach)
         server_tls = transport.server
         port = await stack.enter_async_context(
-            http.serving(
+            server.serving(
                 web_app,
                 settings.http.host,
                 settings.http.port,
-                server_tls.context if server_tls is not None else None,
+                metrics,
+                server_limits(settings),
+                ssl=server_tls.context if server_tls is not None else None,
             )
         )
         app = App(

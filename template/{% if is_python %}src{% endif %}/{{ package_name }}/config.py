@@ -129,6 +129,10 @@ class Http(Section):
     port: int = Field(
         default=about.DEFAULT_PORT, ge=0, le=65535, description="allowed 1-65535 (0 picks a free port)"
     )
+    header_timeout_secs: float = Field(default=10.0, gt=0, allow_inf_nan=False, description=SECONDS)
+    idle_timeout_secs: float = Field(default=60.0, gt=0, allow_inf_nan=False, description=SECONDS)
+    write_timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=SECONDS)
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000, description="allowed 1-1000000")
 
     tls_cert_file: OptionalPath = Field(default="", description=_PEM)
     tls_key_file: OptionalPath = Field(default="", description=_PEM)

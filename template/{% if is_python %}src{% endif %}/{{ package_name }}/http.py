@@ -15,16 +15,14 @@ body that is not JSON, 422 naming the first invalid field) and answer with `json
 
 from __future__ import annotations
 
-import contextlib
 import json
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from pydantic import BaseModel, ValidationError
 
-from . import audit
+from . import audit, server
 from .errors import Kind
 from .health import Health
 from .logging import get_logger
@@ -39,19 +37,9 @@ PLATFORM_ROUTES = frozenset({"/.well-known/live", "/.well-known/ready", "/metric
 REFUSALS = frozenset({401, 403})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# At shutdown, requests in flight get this long to be answered once the jobs have stopped.
-CLOSE_GRACE_SECS = 1.0
+HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
 # A request body larger than this is refused with 413.
 MAX_BODY_BYTES = 1024 * 1024
-
-
-class BindError(Exception):
-    """The HTTP address cannot be bound."""
-
-    def __init__(self, addr: str, reason: str) -> None:
-        super().__init__(f"cannot bind {addr}: {reason}")
-        self.addr = addr
-        self.reason = reason
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -123,6 +111,9 @@ def _middleware(metrics: Metrics) -> Any:
 
     @web.middleware
     async def platform_rules(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.version not in HTTP_VERSIONS:
+            # HTTP/0.9 and HTTP/2 over an HTTP/1 connection: refused, as the Rust flavour's parser does.
+            return server.rejected(metrics, 400)
         try:
             response = await handler(request)
         except web.HTTPException as error:
@@ -169,23 +160,3 @@ def application(metrics: Metrics, health: Health, routes: Sequence[web.AbstractR
     app.add_routes(platform_routes(health, metrics))
     app.add_routes(routes)
     return app
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[int]:
-    """Serve `app` on host:port (0 picks a free port) until the block ends; the bound port.
-
-    With `ssl_context` the server speaks HTTPS only.
-    """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_GRACE_SECS)
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-        except OSError as error:
-            raise BindError(f"{host}:{port}", str(error.strerror or error)) from error
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()

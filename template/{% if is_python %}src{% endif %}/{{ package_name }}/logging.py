@@ -46,7 +46,8 @@ _LEVEL_NAMES = {
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 # `scheme://user:password@` in a value: the credentials never reach a log line or an error.
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]+@")
+# The userinfo ends at the authority's last `@`: a password may hold an `@` unescaped.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]+@")
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,25 @@ def get_logger(name: str) -> Logger:
 
 
 class ReopeningFileHandler(std_logging.FileHandler):
-    """A file handler that logrotate can move away: `reopen()` on SIGHUP starts a new file."""
+    """A file handler that logrotate can move away: `reopen()` on SIGHUP starts a new file.
+
+    A line that cannot be written (disk full) is lost, counted as
+    `exhaustion_total{kind="log_write"}` and reported on stderr at most once per interval;
+    the service goes on.
+    """
+
+    _failing = False
+
+    def handleError(self, record: std_logging.LogRecord) -> None:
+        if self._failing:
+            return
+        self._failing = True
+        try:
+            from . import limits  # noqa: PLC0415 (limits logs through this module)
+
+            limits.exhausted("log_write", path=self.baseFilename)
+        finally:
+            self._failing = False
 
     def reopen(self) -> None:
         self.acquire()

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from . import about
 from .errors import Kind
+from .limits import EXHAUSTION_KINDS
 
 # The text format that every Prometheus version scrapes (newer clients default to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -96,6 +97,14 @@ class Metrics:
             "1 while the service serves its last good values after an error, else 0.",
             registry=self.registry,
         )
+        self.exhaustion = Counter(
+            f"{p}exhaustion_total",
+            "Times a resource ran out (file descriptors, the connection cap, the log file's disk), by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for exhaustion_kind in EXHAUSTION_KINDS:
+            self.exhaustion.labels(exhaustion_kind)
         self._requests: dict[tuple[str, str, int], Any] = {}
 
     def count_request(self, route: str, method: str, status: int) -> None:
