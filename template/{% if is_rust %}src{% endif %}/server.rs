@@ -357,7 +357,10 @@ where
         async move {
             let response = match refused(&request) {
                 Some(status) => rejected(status),
-                None => match router.oneshot(with_peer(request.map(Body::new), peer)).await {
+                None => match router
+                    .oneshot(with_peer(request.map(Body::new), peer))
+                    .await
+                {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
