@@ -63,7 +63,18 @@ def test_python_files_carry_one_guard_and_no_rust_files() -> None:
 
 # Every key of the generated cfg/config.toml with a value unlike its default.
 CHANGED_VALUES: dict[str, dict[str, Any]] = {
-    "http": {"host": "127.0.0.2", "port": 18999},
+    "http": {
+        "host": "127.0.0.2",
+        "port": 18999,
+        "header_timeout_secs": 5,
+        "idle_timeout_secs": 20,
+        "write_timeout_secs": 15,
+        "max_connections": 512,
+        # files of the hosts only: the configuration's validation does not open them
+        "tls_cert_file": "${PREFIX}/key/tls/cert.pem",
+        "tls_key_file": "${PREFIX}/key/tls/key.pem",
+        "client_ca_file": "${PREFIX}/key/ca.pem",
+    },
     "log": {"filter": "debug"},
     "paths": {
         "log_file": "./log/changed.log",
@@ -71,6 +82,7 @@ CHANGED_VALUES: dict[str, dict[str, Any]] = {
         "heartbeat_file": "./tmp/changed.heartbeat",
         "data_dir": "${PREFIX}/data/changed",
         "tmp_dir": "./tmp-changed",
+        "audit_file": "./log/changed.audit.log",
     },
     "heartbeat": {"interval_secs": 7},
     "shutdown": {"timeout_secs": 12},

@@ -37,7 +37,7 @@ const DEFAULT_HTTP_PORT: &str = env!("DEFAULT_HTTP_PORT");
 const SECRETS_FILE: &str = "key/env.toml";
 const DEFAULT_PREFIX: &str = "/srv";
 /// What the PEM file keys allow.
-const PEM_ALLOWED: &str = "a path to a PEM file, or empty (${PREFIX} is expanded)";
+pub const PEM_ALLOWED: &str = "a path to a PEM file, or empty (${PREFIX} is expanded)";
 /// The keys holding paths outside `[paths]`, whose `${PREFIX}` is expanded too.
 const PATH_KEYS: &[&str] = &[
     "http.tls_cert_file",
@@ -974,12 +974,12 @@ pub fn secret_file_problems(path: &Path, what: &str) -> Vec<String> {
     problems
 }
 
-/// Both TLS files or neither; the key file is a secret file; every file set exists.
+/// Both TLS files or neither. The files themselves are checked when the service loads them
+/// (`crate::tls`, at start and by check-config), so that a committed path need not exist here.
 fn check_tls(http: &Http, place: impl Fn(&str) -> String, errors: &mut ConfigError) {
-    let (cert, key) = (&http.tls_cert_file, &http.tls_key_file);
     let set = |p: &PathBuf| !p.as_os_str().is_empty();
-    if set(cert) != set(key) {
-        let empty = if set(cert) {
+    if set(&http.tls_cert_file) != set(&http.tls_key_file) {
+        let empty = if set(&http.tls_cert_file) {
             "http.tls_key_file"
         } else {
             "http.tls_cert_file"
@@ -988,28 +988,6 @@ fn check_tls(http: &Http, place: impl Fn(&str) -> String, errors: &mut ConfigErr
             "{empty} ({}): empty while the other TLS file is set; allowed both http.tls_cert_file and http.tls_key_file set, or neither",
             place(empty)
         ));
-    }
-    let mut files = Vec::new();
-    if set(cert) && set(key) {
-        files.push(("http.tls_cert_file", cert));
-        files.push(("http.tls_key_file", key));
-    }
-    if set(&http.client_ca_file) {
-        files.push(("http.client_ca_file", &http.client_ca_file));
-    }
-    for (name, path) in files {
-        if !path.is_file() {
-            let shown = literal(&Value::String(path.display().to_string()));
-            errors.push(format!(
-                "{name} ({}): {shown} is not a file; allowed {PEM_ALLOWED}",
-                place(name)
-            ));
-        }
-    }
-    if set(cert) && set(key) {
-        for problem in secret_file_problems(key, "TLS key file") {
-            errors.push(problem);
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit;
-use crate::config::{Http, secret_file_problems};
+use crate::config::{Http, PEM_ALLOWED, secret_file_problems};
 
 /// The certificate pair cannot be used; the text says which file and why.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +32,31 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads and checks the pair: the key file's owner and mode, then both PEM files.
+/// `<key>: "<path>" is not a file; allowed ...`, or `None` for a file.
+fn missing(key: &str, path: &Path) -> Option<String> {
+    if path.is_file() {
+        return None;
+    }
+    let shown = serde_json::to_string(&path.display().to_string()).unwrap_or_default();
+    Some(format!("{key}: {shown} is not a file; allowed {PEM_ALLOWED}"))
+}
+
+/// Reads and checks the pair: both files exist, the key file's owner and mode, then both
+/// PEM files. One line per problem.
 fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    if let Some(problem) = secret_file_problems(key, "TLS key file").into_iter().next() {
-        return Err(TlsError(problem));
+    let absent: Vec<String> = [
+        missing("http.tls_cert_file", cert),
+        missing("http.tls_key_file", key),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !absent.is_empty() {
+        return Err(TlsError(absent.join("\n")));
+    }
+    let problems = secret_file_problems(key, "TLS key file");
+    if !problems.is_empty() {
+        return Err(TlsError(problems.join("\n")));
     }
     let failed = |why: String| {
         TlsError(format!(
@@ -147,6 +168,9 @@ pub fn client_authorities(http: &Http) -> Result<Vec<reqwest::Certificate>, TlsE
     let path = &http.client_ca_file;
     if path.as_os_str().is_empty() {
         return Ok(Vec::new());
+    }
+    if let Some(line) = missing("http.client_ca_file", path) {
+        return Err(TlsError(line));
     }
     let failed = |why: String| {
         TlsError(format!(

@@ -190,8 +190,8 @@ def test_a_tls_file_that_does_not_exist_is_an_error(spawn, tmp_path):
 
     assert checked.returncode == 1
     assert checked.stderr.splitlines() == [
-        f"config error: http.tls_key_file (env {svc.built.env_var('http.tls_key_file')}): "
-        f'"{missing}" is not a file; allowed a path to a PEM file, or empty (${{PREFIX}} is expanded)'
+        f'config error: http.tls_key_file: "{missing}" is not a file; '
+        "allowed a path to a PEM file, or empty (${PREFIX} is expanded)"
     ]
 
 

@@ -109,7 +109,8 @@ OptionalPath = Annotated[str, AfterValidator(_optional_path)]
 SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
 OPTIONAL_URL = "allowed an http(s) URL, or empty"
 _PATH = "allowed a non-empty path (${PREFIX} is expanded)"
-_PEM = "allowed a path to a PEM file, or empty (${PREFIX} is expanded)"
+PEM_ALLOWED = "allowed a path to a PEM file, or empty (${PREFIX} is expanded)"
+_PEM = PEM_ALLOWED
 # The keys holding paths, whose `${PREFIX}` is expanded at load.
 _PATH_KEYS = ("http.tls_cert_file", "http.tls_key_file", "http.client_ca_file")
 
@@ -410,26 +411,14 @@ def secret_file_problems(path: Path, what: str) -> list[str]:
 
 
 def _check_tls(http: Http, merged: _Layers) -> None:
-    """Both TLS files or neither; the key file is a secret file."""
+    """Both TLS files or neither. The files themselves are checked when the service loads them
+    (`tls.load`, at start and by check-config), so that a committed path need not exist here."""
     cert, key = http.tls_cert_file, http.tls_key_file
     if bool(cert) != bool(key):
         empty = "http.tls_key_file" if cert else "http.tls_cert_file"
         merged.errors.append(
             f"config error: {empty} ({merged.where(empty)}): empty while the other TLS file is set; "
             "allowed both http.tls_cert_file and http.tls_key_file set, or neither"
-        )
-    if cert and key:
-        for name, path in (("http.tls_cert_file", cert), ("http.tls_key_file", key)):
-            if not Path(path).is_file():
-                merged.errors.append(
-                    f"config error: {name} ({merged.where(name)}): {json.dumps(path)} is not a file; {_PEM}"
-                )
-        merged.errors.extend(secret_file_problems(Path(key), "TLS key file"))
-    ca = http.client_ca_file
-    if ca and not Path(ca).is_file():
-        where = merged.where("http.client_ca_file")
-        merged.errors.append(
-            f"config error: http.client_ca_file ({where}): {json.dumps(ca)} is not a file; {_PEM}"
         )
 
 

@@ -12,25 +12,35 @@ authorities, plus those of `http.client_ca_file` when set.
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import audit
-from .config import Http, secret_file_problems
+from .config import PEM_ALLOWED, Http, secret_file_problems
 from .logging import get_logger
 
 log = get_logger(__name__)
 
 
 class TlsError(Exception):
-    """The certificate pair cannot be used; the message says which file and why."""
+    """A TLS file cannot be used; the message says which and why, one line per problem."""
+
+
+def _missing(key: str, path: Path) -> str | None:
+    if path.is_file():
+        return None
+    return f"{key}: {json.dumps(str(path))} is not a file; {PEM_ALLOWED}"
 
 
 def _load(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    missing = [line for line in (_missing("http.tls_cert_file", cert), _missing("http.tls_key_file", key)) if line]
+    if missing:
+        raise TlsError("\n".join(missing))
     problems = secret_file_problems(key, "TLS key file")
     if problems:
-        raise TlsError(problems[0].removeprefix("config error: "))
+        raise TlsError("\n".join(problem.removeprefix("config error: ") for problem in problems))
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as error:
@@ -84,6 +94,9 @@ def client_context(http: Http) -> ssl.SSLContext:
     """The upstream client's context: certificates verified, `http.client_ca_file` trusted too."""
     context = ssl.create_default_context()
     if http.client_ca_file:
+        missing = _missing("http.client_ca_file", Path(http.client_ca_file))
+        if missing:
+            raise TlsError(missing)
         try:
             context.load_verify_locations(cafile=http.client_ca_file)
         except (OSError, ssl.SSLError) as error:
