@@ -38,7 +38,9 @@ fn missing(key: &str, path: &Path) -> Option<String> {
         return None;
     }
     let shown = serde_json::to_string(&path.display().to_string()).unwrap_or_default();
-    Some(format!("{key}: {shown} is not a file; allowed {PEM_ALLOWED}"))
+    Some(format!(
+        "{key}: {shown} is not a file; allowed {PEM_ALLOWED}"
+    ))
 }
 
 /// Reads and checks the pair: both files exist, the key file's owner and mode, then both

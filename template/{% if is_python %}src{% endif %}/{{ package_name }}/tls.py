@@ -35,7 +35,9 @@ def _missing(key: str, path: Path) -> str | None:
 
 
 def _load(context: ssl.SSLContext, cert: Path, key: Path) -> None:
-    missing = [line for line in (_missing("http.tls_cert_file", cert), _missing("http.tls_key_file", key)) if line]
+    missing = [
+        line for line in (_missing("http.tls_cert_file", cert), _missing("http.tls_key_file", key)) if line
+    ]
     if missing:
         raise TlsError("\n".join(missing))
     problems = secret_file_problems(key, "TLS key file")
