@@ -203,8 +203,10 @@ def test_a_service_not_generated_is_checked_against_the_rules(tmp_path: Path, in
     (project / "cfg").mkdir(parents=True)
     (project / "cfg" / "config.toml").write_text(
         '[http]\nhost = "0.0.0.0"\nport = 8080\nheader_timeout_secs = 10\nidle_timeout_secs = 60\n'
-        'write_timeout_secs = 30\nmax_connections = 1024\n[log]\nfilter = "info"\ntarget = "both"\n'
+        'write_timeout_secs = 30\nmax_connections = 1024\n'
+        'tls_cert_file = ""\ntls_key_file = ""\nclient_ca_file = ""\n[log]\nfilter = "info"\ntarget = "both"\n'
         '[paths]\nlog_file = "x"\npid_file = "x"\nheartbeat_file = "x"\ndata_dir = "x"\ntmp_dir = "x"\ntmp_max_age_secs = 60\n'
+        'audit_file = "x"\n'
         '[heartbeat]\ninterval_secs = 10\n[shutdown]\ntimeout_secs = 30\n[backup]\ndir = "x"\nkeep = 7\n'
         '[db]\nurl = "postgres://app:hunter2@db/app"\napi_token = "abc"\ntls_key_file = "/srv/key/tls.key"\n'
     )

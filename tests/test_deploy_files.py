@@ -259,6 +259,10 @@ def test_logrotate_rules_signal_through_the_pid_file(combo: str, tmp_path: Path)
     assert f"/srv/app/{name}/log/{name}.log {{" in text
     assert "copytruncate" not in re.sub(r"#.*", "", text)
     assert f"pidfile=/srv/run/{name}.pid" in text and 'kill -HUP "$(cat "$pidfile")"' in text
+    # the audit file has its own rule, kept longer than the log: a year of weekly files
+    audit = text.split(f"/srv/app/{name}/log/{name}.audit.log {{", 1)[1].split("\n}", 1)[0]
+    assert re.search(r"^\s+weekly$", audit, re.M) and re.search(r"^\s+rotate 52$", audit, re.M), audit
+    assert 'kill -HUP "$(cat "$pidfile")"' in audit
     # logrotate -d: the service user does not exist on this machine, so it is replaced by root
     rules = tmp_path / name
     rules.write_text(text.replace(f"su {name} {name}", "su root root"))
@@ -569,9 +573,9 @@ def test_readme_deploy_sections_point_at_files_the_project_has(readme_template: 
 # The ops standard's deployment checklist, as committed in tests/data (the standard lives outside the repository).
 CHECKLIST_FILE = Path(__file__).parent / "data" / "ops-checklist.md"
 # Items the generated service does not fulfil yet: their row must say so and what to do instead.
-# Every other item is provided: its row may not say "not provided" (but "not provided for this
+# Every item is provided: its row may not say "not provided" (but "not provided for this
 # deploy choice", when a deploy target that would do it was not chosen).
-NOT_PROVIDED = {("security", "TLS for network services"), ("security", "audit logging")}
+NOT_PROVIDED: set[tuple[str, str]] = set()
 
 
 def _checklist() -> list[tuple[str, str]]:
@@ -605,6 +609,7 @@ def test_checklist_copy_has_the_six_sections_of_the_standard() -> None:
                                                  "operations"]
     assert len(items) == 24 and len(set(items)) == 24
     assert ("storage", "${PREFIX}/data/<project>/ directory") in items and ("operations", "resource limits") in items
+    assert ("security", "TLS for network services") in items and ("security", "audit logging") in items
     assert NOT_PROVIDED <= set(items)
     # the storage items are all provided now: backups and retention included
     assert not {item for item in NOT_PROVIDED if item[0] == "storage"}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pki import make_pair
 
 from helpers import commit_all, generate, run
 
@@ -63,7 +64,18 @@ def test_python_files_carry_one_guard_and_no_rust_files() -> None:
 
 # Every key of the generated cfg/config.toml with a value unlike its default.
 CHANGED_VALUES: dict[str, dict[str, Any]] = {
-    "http": {"host": "127.0.0.2", "port": 18999},
+    "http": {
+        "host": "127.0.0.2",
+        "port": 18999,
+        "header_timeout_secs": 5,
+        "idle_timeout_secs": 20,
+        "write_timeout_secs": 15,
+        "max_connections": 512,
+        # files of the hosts only: the configuration's validation does not open them
+        "tls_cert_file": "${PREFIX}/key/tls/changed.crt",
+        "tls_key_file": "${PREFIX}/key/tls/changed.key",
+        "client_ca_file": "${PREFIX}/key/tls/changed.crt",
+    },
     "log": {"filter": "debug"},
     "paths": {
         "log_file": "./log/changed.log",
@@ -71,6 +83,7 @@ CHANGED_VALUES: dict[str, dict[str, Any]] = {
         "heartbeat_file": "./tmp/changed.heartbeat",
         "data_dir": "${PREFIX}/data/changed",
         "tmp_dir": "./tmp-changed",
+        "audit_file": "./log/changed.audit.log",
     },
     "heartbeat": {"interval_secs": 7},
     "shutdown": {"timeout_secs": 12},
@@ -161,6 +174,7 @@ def test_a_team_changes_the_config_replaces_the_example_then_empties_it(tmp_path
     config.write_text(replace_table(config.read_text(encoding="utf-8"), "orders", ""))
     (package / "service" / "__init__.py").write_text(smallest["src/order_router/service/__init__.py"])
     run(["make", "lint", "test"], project, timeout=600)
+    make_pair(tmp_path / "key" / "tls", "changed")  # the files the changed TLS keys name
     checked = run([".venv/bin/order-router", "check-config"], project, env={"PREFIX": str(tmp_path)})
     assert checked.stdout.splitlines()[-2].startswith("apm.url = ")
     assert "work." not in checked.stdout

@@ -19,7 +19,8 @@ use crate::metrics::{Exporter, Handles, Metrics};
 use crate::pidfile::{PidFile, PidFileError};
 use crate::sd_notify;
 use crate::shutdown::{self, Listener, Signal, Signals, Trigger};
-use crate::{directories, http, limits, server, service};
+use crate::tls::{self, ServerTls};
+use crate::{audit, directories, http, limits, server, service};
 
 /// Why the service could not start or stop cleanly: runtime errors, exit code 2.
 #[derive(Debug, Error)]
@@ -42,6 +43,8 @@ pub enum AppError {
     ShutdownOverran(f64),
     #[error("HTTP server failed: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// How the service stopped.
@@ -64,6 +67,8 @@ pub struct App {
     jobs: Vec<Job>,
     stop: (Trigger, Listener),
     log_file: Option<LogFile>,
+    /// HTTPS: the pair reloaded on SIGHUP (`None`: plain HTTP).
+    tls: Option<ServerTls>,
     signals: Signals,
     // Last field: dropped (the file removed) after everything else has stopped.
     _pid_file: PidFile,
@@ -102,14 +107,18 @@ impl App {
         );
         heartbeat.beat().map_err(AppError::Heartbeat)?;
 
+        let tls = tls::server(&settings.http)?;
         let stop = shutdown::channel();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
+        let mut client = reqwest::Client::builder().user_agent(concat!(
+            env!("CARGO_PKG_NAME"),
+            "/",
+            env!("CARGO_PKG_VERSION")
+        ));
+        // Certificates are verified; http.client_ca_file adds authorities to the built-in ones.
+        for authority in tls::client_authorities(&settings.http)? {
+            client = client.add_root_certificate(authority);
+        }
+        let client = client.build()?;
         let context = Context {
             settings: Arc::new(settings.service.clone()),
             metrics: Metrics,
@@ -146,6 +155,7 @@ impl App {
             jobs,
             stop,
             log_file,
+            tls,
             signals,
             _pid_file: pid_file,
         })
@@ -171,7 +181,7 @@ impl App {
             self.listener,
             self.router,
             limits,
-            None,
+            self.tls.as_ref().map(ServerTls::acceptor),
             server_stop,
         ));
 
@@ -197,7 +207,7 @@ impl App {
                     }
                 }
                 signal = self.signals.next() => match signal {
-                    Signal::Hangup => reopen_log(self.log_file.as_ref()),
+                    Signal::Hangup => on_hangup(self.log_file.as_ref(), self.tls.as_ref()),
                     stop_signal => break stop_signal,
                 },
             }
@@ -206,6 +216,7 @@ impl App {
         // Draining first: whoever reads the line finds ready answering 503 already.
         self.health.start_draining();
         tracing::info!(signal = signal.name(), "shutting down");
+        audit::record("shutdown", &[("signal", &signal.name())]);
         sd_notify::notify(sd_notify::STOPPING);
         trigger.fire();
         let timeout = self.settings.shutdown_timeout();
@@ -219,7 +230,7 @@ impl App {
         };
         let outcome = tokio::select! {
             result = shutdown::drain_within(drain, timeout) => result,
-            () = second_interrupt(&mut self.signals, self.log_file.as_ref()) => return Ok(Stopped::Interrupted),
+            () = second_interrupt(&mut self.signals, self.log_file.as_ref(), self.tls.as_ref()) => return Ok(Stopped::Interrupted),
         };
         match outcome {
             Ok(()) => {
@@ -249,13 +260,27 @@ pub fn http_limits(settings: &Settings) -> server::Limits {
 
 /// Resolves on a SIGINT during the drain (the operator insists); meanwhile SIGHUP still
 /// reopens the log file and another SIGTERM changes nothing.
-async fn second_interrupt(signals: &mut Signals, log_file: Option<&LogFile>) {
+async fn second_interrupt(
+    signals: &mut Signals,
+    log_file: Option<&LogFile>,
+    tls: Option<&ServerTls>,
+) {
     loop {
         match signals.next().await {
             Signal::Interrupt => return,
-            Signal::Hangup => reopen_log(log_file),
+            Signal::Hangup => on_hangup(log_file, tls),
             Signal::Terminate => {}
         }
+    }
+}
+
+/// SIGHUP: reopen the log and audit files, reload the TLS certificate pair.
+fn on_hangup(log_file: Option<&LogFile>, tls: Option<&ServerTls>) {
+    reopen_log(log_file);
+    audit::reopen();
+    audit::record("reload", &[("signal", &"SIGHUP")]);
+    if let Some(tls) = tls {
+        tls.reload();
     }
 }
 

@@ -36,6 +36,14 @@ const DEFAULT_HTTP_PORT: &str = env!("DEFAULT_HTTP_PORT");
 /// Where the secrets file lives below `PREFIX`.
 const SECRETS_FILE: &str = "key/env.toml";
 const DEFAULT_PREFIX: &str = "/srv";
+/// What the PEM file keys allow.
+pub const PEM_ALLOWED: &str = "a path to a PEM file, or empty (${PREFIX} is expanded)";
+/// The keys holding paths outside `[paths]`, whose `${PREFIX}` is expanded too.
+const PATH_KEYS: &[&str] = &[
+    "http.tls_cert_file",
+    "http.tls_key_file",
+    "http.client_ca_file",
+];
 /// How a secret, or the user:password of a URL, is shown.
 pub const REDACTED: &str = "[redacted]";
 /// Platform sections listed after the service's (the contract's key order).
@@ -140,6 +148,15 @@ pub mod rules {
         Ok(())
     }
 
+    /// Empty, or a path (not blank); `${PREFIX}` is expanded at load.
+    pub fn optional_path(path: &Path) -> Result<(), ValidationError> {
+        let text = path.as_os_str().to_string_lossy();
+        if !text.is_empty() && text.trim().is_empty() {
+            return Err(error("path", "the path is blank", super::PEM_ALLOWED));
+        }
+        Ok(())
+    }
+
     /// Empty, or an http(s) URL with a host.
     pub fn optional_http_url(text: &str) -> Result<(), ValidationError> {
         if text.is_empty() {
@@ -211,6 +228,15 @@ pub struct Http {
     /// Open connections at most (lowered at start to the file descriptor limit minus 64).
     #[validate(range(min = 1, max = 1000000, message = "1-1000000"))]
     pub max_connections: u32,
+    /// HTTPS: the certificate chain (PEM); with `tls_key_file`, or neither.
+    #[validate(custom(function = "rules::optional_path"))]
+    pub tls_cert_file: PathBuf,
+    /// HTTPS: the private key (PEM), a secret file (owner and mode checked).
+    #[validate(custom(function = "rules::optional_path"))]
+    pub tls_key_file: PathBuf,
+    /// Authorities the upstream client trusts besides the system's (PEM), or empty.
+    #[validate(custom(function = "rules::optional_path"))]
+    pub client_ca_file: PathBuf,
 }
 
 impl Default for Http {
@@ -222,6 +248,9 @@ impl Default for Http {
             idle_timeout_secs: 60.0,
             write_timeout_secs: 30.0,
             max_connections: 1024,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
         }
     }
 }
@@ -277,6 +306,9 @@ pub struct Paths {
         message = "a number of seconds > 0 (fractions allowed)"
     ))]
     pub tmp_max_age_secs: f64,
+    /// Audit lines (start, reloads, secrets file read, refused access, shutdown).
+    #[validate(custom(function = "rules::path"))]
+    pub audit_file: PathBuf,
 }
 
 impl Default for Paths {
@@ -288,6 +320,7 @@ impl Default for Paths {
             data_dir: format!("${{PREFIX}}/data/{SERVICE_NAME}").into(),
             tmp_dir: "./tmp".into(),
             tmp_max_age_secs: 86400.0,
+            audit_file: format!("./log/{SERVICE_NAME}.audit.log").into(),
         }
     }
 }
@@ -989,20 +1022,50 @@ pub fn toml_position(text: &str, offset: usize) -> String {
     format!("line {number}, column {column}")
 }
 
-/// Refuses a secrets file that group or others may read or write.
-fn check_secrets_mode(path: &Path, errors: &mut ConfigError) -> bool {
+/// What is wrong with a file holding a secret (`what`: "secrets file", "TLS key file").
+///
+/// It must be owned by the user the service runs as (root included: a root service reads
+/// only root's files), and not be accessible by group or others. Each problem is one line
+/// (without `config error: `) with the command that fixes it; a missing file is no problem
+/// here (read errors are reported on reading).
+pub fn secret_file_problems(path: &Path, what: &str) -> Vec<String> {
     let Ok(meta) = std::fs::metadata(path) else {
-        return true; // a missing file is an empty layer; read errors are reported on reading
+        return Vec::new();
     };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 == 0 {
-        return true;
-    }
     let shown = path.display();
-    errors.push(format!(
-        "secrets file {shown} has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {shown})"
-    ));
-    false
+    let mut problems = Vec::new();
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        problems.push(format!(
+            "{what} {shown} has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {shown})"
+        ));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if owner != uid {
+        problems.push(format!(
+            "{what} {shown} is owned by uid {owner}; it must be owned by the user running the service, uid {uid} (chown {uid} {shown})"
+        ));
+    }
+    problems
+}
+
+/// Both TLS files or neither. The files themselves are checked when the service loads them
+/// (`crate::tls`, at start and by check-config), so that a committed path need not exist here.
+fn check_tls(http: &Http, place: impl Fn(&str) -> String, errors: &mut ConfigError) {
+    let set = |p: &PathBuf| !p.as_os_str().is_empty();
+    if set(&http.tls_cert_file) != set(&http.tls_key_file) {
+        let empty = if set(&http.tls_cert_file) {
+            "http.tls_key_file"
+        } else {
+            "http.tls_cert_file"
+        };
+        errors.push(format!(
+            "{empty} ({}): empty while the other TLS file is set; allowed both http.tls_cert_file and http.tls_key_file set, or neither",
+            place(empty)
+        ));
+    }
 }
 
 /// The sources of one load: the base file, `PREFIX` and the environment.
@@ -1037,6 +1100,8 @@ impl Sources {
 pub struct Loaded {
     pub settings: Settings,
     shown: Shown,
+    /// The secrets file read, and its mode (for the audit line; never its content).
+    pub secrets_read: SecretsRead,
 }
 
 impl Loaded {
@@ -1046,6 +1111,22 @@ impl Loaded {
             .iter()
             .find(|(k, _, _)| k == dotted)
             .map_or(Layer::Default, |(_, _, l)| *l)
+    }
+
+    /// A short sha256 of the effective configuration, secrets redacted (the start's audit
+    /// line): over the `<key> = <value>` lines of `check-config` without their layers, one
+    /// per line, so that both flavours give the same digest for the same configuration.
+    pub fn digest(&self) -> String {
+        let text: String = self
+            .shown
+            .iter()
+            .map(|(key, value, _)| format!("{key} = {}\n", literal(value)))
+            .collect();
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        digest.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// `check-config`'s report: one `<key> = <value> (<layer>)` line per key.
@@ -1059,18 +1140,24 @@ impl Loaded {
 
 /// Loads the three layers, reports every error at once, and returns the merged settings.
 pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
-    let (platform, service, shown) = load_sections::<crate::service::Settings>(sources)?;
+    let (platform, service, shown, secrets_read) =
+        load_sections::<crate::service::Settings>(sources)?;
     Ok(Loaded {
         settings: Settings::new(platform, service),
         shown,
+        secrets_read,
     })
 }
 
 /// The effective value and layer of each key, in the contract's order.
 type Shown = Vec<(String, Value, Layer)>;
+/// The secrets file read at load, and its mode.
+type SecretsRead = Option<(PathBuf, u32)>;
+/// What [`load_sections`] gives: the platform's settings, the service's, what to show.
+type Sectioned<S> = (Platform, S, Shown, SecretsRead);
 
 /// [`load`] for any service sections `S` (tests load a stub service's).
-fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown), ConfigError> {
+fn load_sections<S: Sections>(sources: &Sources) -> Result<Sectioned<S>, ConfigError> {
     let schema = Schema::new::<S>();
     let mut errors = ConfigError::default();
     for section in schema.groups[1].defaults.keys() {
@@ -1090,7 +1177,12 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
         ));
     }
     let secrets = sources.secrets_file();
-    if check_secrets_mode(&secrets, &mut errors)
+    let problems = secret_file_problems(&secrets, "secrets file");
+    let mut secrets_read = None;
+    for problem in &problems {
+        errors.push(problem.clone());
+    }
+    if problems.is_empty()
         && let Some(table) = read_toml(&secrets, false, &mut errors)
     {
         layers.push(LayerValues::from_table(
@@ -1099,6 +1191,8 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
             &table,
             &mut errors,
         ));
+        let mode = std::fs::metadata(&secrets).map_or(0, |m| m.permissions().mode() & 0o7777);
+        secrets_read = Some((secrets.clone(), mode));
     }
     layers.push(LayerValues::from_env(&schema, &sources.env, &mut errors));
     if !errors.lines.is_empty() {
@@ -1116,9 +1210,11 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
                 origin.insert(dotted.clone(), layer.layer);
             }
         }
-        // `${PREFIX}` is expanded in every `paths.*` and `backup.*` string, as in the Python
-        // flavour.
-        if let ("paths" | "backup", Value::String(text)) = (key.section.as_str(), &value) {
+        // `${PREFIX}` is expanded in every `paths.*` and `backup.*` value and the other path keys, as in
+        // the Python flavour.
+        if let Value::String(text) = &value
+            && (key.section == "paths" || key.section == "backup" || PATH_KEYS.contains(&dotted.as_str()))
+        {
             value = Value::String(text.replace("${PREFIX}", &sources.prefix));
         }
         tables[key.group] = with_value(&tables[key.group], &key.section, &key.name, value);
@@ -1133,6 +1229,24 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
         S::deserialize(Value::Table(tables[1].clone())).map_err(|e| failed(e.to_string()))?;
     platform.validate().map_err(|e| failed(e.to_string()))?;
     service.validate().map_err(|e| failed(e.to_string()))?;
+    let place = |dotted: &str| match origin.get(dotted).copied() {
+        Some(Layer::Env) => {
+            let (section, name) = dotted.split_once('.').unwrap_or((dotted, ""));
+            let var = format!(
+                "{}{}__{}",
+                env_prefix(),
+                section.to_uppercase(),
+                name.to_uppercase()
+            );
+            format!("env {var}")
+        }
+        Some(layer) => layer.to_string(),
+        None => Layer::Default.to_string(),
+    };
+    check_tls(&platform.http, place, &mut errors);
+    if !errors.lines.is_empty() {
+        return Err(errors);
+    }
     let normalized: Vec<Table> = [Value::try_from(&platform), Value::try_from(&service)]
         .into_iter()
         .map(|v| match v {
@@ -1150,7 +1264,7 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<(Platform, S, Shown),
             (dotted, value, layer)
         })
         .collect();
-    Ok((platform, service, shown))
+    Ok((platform, service, shown, secrets_read))
 }
 
 #[cfg(test)]
@@ -1258,12 +1372,12 @@ mod tests {
         );
         let lines = load(&src).unwrap_err().lines;
         let expected = [
-            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections".to_string(),
+            "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, tls_cert_file, tls_key_file, client_ca_file".to_string(),
             "config error: apm.url (base): \"ftp://x\" is not an http(s) URL; allowed an http(s) URL, or empty".to_string(),
             "config error: heartbeat.interval_secs (base): \"10\" is not a number; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             "config error: shutdown.timeout_secs (base): 0 is out of range; allowed a number of seconds > 0 (fractions allowed)".to_string(),
             format!("config error: http.port (env {port_var}): 70000 is out of range; allowed 1-65535 (0 picks a free port)"),
-            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections"),
+            format!("config error: http.nope (env {bad_var}): unknown key; allowed keys of [http]: host, port, header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, tls_cert_file, tls_key_file, client_ca_file"),
             format!("config error: runtime.worker_threads (env {threads_var}): \"many\" is not a whole number; allowed 0-1024 (0 = the available cores)"),
         ];
         for line in &expected {
@@ -1441,7 +1555,7 @@ mod tests {
         orders: Orders,
     }
 
-    fn report(loaded: &(Platform, Stub, Shown)) -> Vec<String> {
+    fn report(loaded: &Sectioned<Stub>) -> Vec<String> {
         loaded
             .2
             .iter()

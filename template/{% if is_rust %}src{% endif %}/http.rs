@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
+use crate::audit;
 use crate::health::{self, Health};
 use crate::metrics::{self, Exporter, Handles};
 
@@ -259,6 +261,11 @@ fn collect(errors: &ValidationErrors, prefix: String, out: &mut Vec<String>) {
 pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let method = metrics::method_label(request.method());
+    let raw_method = request.method().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|info| info.0.0.ip());
     let outcome = Guarded {
         inner: std::pin::pin!(next.run(request)),
     }
@@ -276,6 +283,7 @@ pub async fn wrap(State(handles): State<Handles>, request: Request, next: Next) 
             internal_error()
         }
     };
+    audit_refusal(matched.as_ref(), &raw_method, response.status(), peer);
     metrics::count_request(route, method, response.status());
     with_text_body(response)
 }
@@ -292,6 +300,39 @@ fn with_text_body(response: Response) -> Response {
         answer.headers_mut().insert(header::ALLOW, allow.clone());
     }
     answer
+}
+
+/// The address of the client of a request: the server adds it as a `ConnectInfo<Peer>` extension.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The platform's own routes; every other matched route is the service's.
+pub const PLATFORM_ROUTES: &[&str] = &["/.well-known/live", "/.well-known/ready", "/metrics"];
+
+/// An audit line for a 401 or 403 answered by one of the service's routes.
+fn audit_refusal(
+    matched: Option<&MatchedPath>,
+    method: &axum::http::Method,
+    status: StatusCode,
+    peer: Option<std::net::IpAddr>,
+) {
+    let refused = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    let Some(route) = matched.map(MatchedPath::as_str) else {
+        return;
+    };
+    if !refused || PLATFORM_ROUTES.contains(&route) {
+        return;
+    }
+    let peer = peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    audit::record(
+        "access refused",
+        &[
+            ("method", &method.as_str()),
+            ("route", &route),
+            ("status", &status.as_u16()),
+            ("peer", &peer),
+        ],
+    );
 }
 
 /// The platform's routes, the service's, and 404 for anything else, all guarded and counted.
@@ -361,6 +402,58 @@ mod tests {
                 .lines[0]
                 .qty,
             2
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_access_on_the_service_routes_is_audited() {
+        use metrics_exporter_prometheus::PrometheusBuilder;
+
+        let dir = tempfile::tempdir().unwrap();
+        let audit_file = dir.path().join("audit.log");
+        crate::audit::open(&audit_file).unwrap();
+        let prometheus = PrometheusBuilder::new().build_recorder().handle();
+        let exporter = Exporter::with_handle(prometheus, "0.0.0", "test");
+        let health = Health::new(std::time::Duration::from_secs(1), Handles::noop());
+        let service = Router::new()
+            .route(
+                "/v1/locked/{id}",
+                get(|| async { (StatusCode::UNAUTHORIZED, "no token") }),
+            )
+            .route(
+                "/v1/admin",
+                axum::routing::post(|| async { (StatusCode::FORBIDDEN, "forbidden") }),
+            );
+        // What the server adds to each request (`crate::server`).
+        let peer = Peer("127.0.0.1:40000".parse().unwrap());
+        let app = router(health, exporter, Handles::noop(), service)
+            .layer(axum::Extension(ConnectInfo(peer)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let locked = client.get(format!("{base}/v1/locked/7")).send().await;
+        assert_eq!(locked.map(status).unwrap(), 401);
+        let admin = client.post(format!("{base}/v1/admin")).send().await;
+        assert_eq!(admin.map(status).unwrap(), 403);
+        let nowhere = client.get(format!("{base}/nowhere")).send().await;
+        assert_eq!(nowhere.map(status).unwrap(), 404);
+        let metrics = client.post(format!("{base}/metrics")).send().await;
+        assert_eq!(metrics.map(status).unwrap(), 405);
+
+        let text = std::fs::read_to_string(&audit_file).unwrap();
+        let messages: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_once(" AUDIT ").map(|(_, m)| m))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "access refused method=GET route=/v1/locked/{id} status=401 peer=127.0.0.1",
+                "access refused method=POST route=/v1/admin status=403 peer=127.0.0.1",
+            ]
         );
     }
 

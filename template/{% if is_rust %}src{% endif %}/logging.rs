@@ -238,7 +238,7 @@ impl LogFile {
     }
 
     /// Writes the line to the file, then calls `also` while still holding the file's lock.
-    fn write_line(&self, line: &[u8], also: impl FnOnce()) -> io::Result<()> {
+    pub(crate) fn write_line(&self, line: &[u8], also: impl FnOnce()) -> io::Result<()> {
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         let written = file.write_all(line);
         also();

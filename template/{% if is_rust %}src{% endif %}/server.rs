@@ -24,6 +24,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -367,7 +369,7 @@ impl Drop for Answer {
 }
 
 /// Serves one connection until it closes, a deadline passes, or shutdown.
-async fn connection<S>(stream: S, router: Router, limits: Limits, stop: Listener)
+async fn connection<S>(stream: S, peer: SocketAddr, router: Router, limits: Limits, stop: Listener)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -380,7 +382,10 @@ where
         async move {
             let response = match refused(&request) {
                 Some(status) => rejected(status),
-                None => match router.oneshot(request.map(Body::new)).await {
+                None => match router
+                    .oneshot(with_peer(request.map(Body::new), peer))
+                    .await
+                {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
@@ -410,6 +415,15 @@ where
         metrics::count_request("unknown".to_string(), "other", status);
         limits::rejected(status.as_u16());
     }
+}
+
+/// The request with the client's address, for the handlers and the audit lines
+/// (`ConnectInfo<Peer>`).
+fn with_peer(mut request: Request<Body>, peer: SocketAddr) -> Request<Body> {
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(crate::http::Peer(peer)));
+    request
 }
 
 /// Accepts connections until `stop`, at most `limits.max_connections` open at once (lowered
@@ -452,8 +466,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = stop.clone().wait() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, peer),
             Err(error) => {
                 drop(permit);
                 if limits::out_of_fds(&error) {
@@ -472,13 +486,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(stream, router, limits, stop).await,
+                None => connection(stream, peer, router, limits, stop).await,
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(limits.header_timeout, handshake).await
                     {
-                        connection(stream, router, limits, stop).await;
+                        connection(stream, peer, router, limits, stop).await;
                     }
                 }
             }

@@ -60,7 +60,11 @@ fn check_config_prints_each_value_with_its_layer() {
     assert_eq!(lines[1], "http.port = 9000 (env)");
     assert_eq!(lines[2], "http.header_timeout_secs = 10.0 (default)");
     assert_eq!(lines[5], "http.max_connections = 1024 (default)");
-    assert_eq!(lines[6], "log.filter = \"warn\" (secrets)");
+    assert_eq!(lines[6], "http.tls_cert_file = \"\" (default)");
+    assert!(
+        lines.contains(&"log.filter = \"warn\" (secrets)"),
+        "{stdout}"
+    );
     assert!(
         lines.contains(&"heartbeat.interval_secs = 10.0 (default)"),
         "{stdout}"

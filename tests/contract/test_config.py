@@ -87,6 +87,9 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
         "http.idle_timeout_secs": (60, "base"),
         "http.write_timeout_secs": (30, "base"),
         "http.max_connections": (1024, "base"),
+        "http.tls_cert_file": ("", "base"),
+        "http.tls_key_file": ("", "base"),
+        "http.client_ca_file": ("", "base"),
         "log.filter": ("info", "base"),
         "log.target": ("both", "base"),
         "paths.log_file": (f"./log/{name}.log", "base"),
@@ -95,6 +98,7 @@ def test_generated_base_config_is_what_check_config_reports(spawn):
         "paths.data_dir": (f"{svc.prefix}/data/{name}", "base"),
         "paths.tmp_dir": ("./tmp", "base"),
         "paths.tmp_max_age_secs": (86400, "base"),
+        "paths.audit_file": (f"./log/{name}.audit.log", "base"),
         "heartbeat.interval_secs": (10, "base"),
         "shutdown.timeout_secs": (30, "base"),
         "runtime.worker_threads": (0, "base"),
@@ -341,7 +345,8 @@ def test_unknown_key_message_lists_the_allowed_keys(spawn):
 
     assert (
         "config error: http.portt (base): unknown key; allowed keys of [http]: host, port, "
-        "header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections"
+        "header_timeout_secs, idle_timeout_secs, write_timeout_secs, max_connections, "
+        "tls_cert_file, tls_key_file, client_ca_file"
         in proc.stderr.splitlines()
     )
 

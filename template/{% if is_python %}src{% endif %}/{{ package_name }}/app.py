@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from . import about, directories, heartbeat, http, limits, pidfile, sd_notify, server, shutdown
+from . import about, audit, directories, heartbeat, http, limits, pidfile, sd_notify, server, shutdown, tls
 from .config import Loaded, Settings
 from .context import Context, Job, ServicePart, SpanFactory, no_span
 from .errors import os_reason
@@ -48,6 +48,7 @@ class App:
     context: Context[Any]
     jobs: Sequence[Job]
     sink: LogSink
+    server_tls: tls.ServerTls | None = None
 
     @property
     def address(self) -> str:
@@ -75,6 +76,7 @@ class App:
                 running = {asyncio.create_task(job(), name=_name(job)) for job in self.jobs}
                 await self._until_stopped(stopped, beats, running)
                 log.info("shutting down", signal=signals.name)
+                audit.record("shutdown", signal=signals.name)
                 self.health.set_phase(Phase.DRAINING)
                 sd_notify.notify("STOPPING=1")
                 try:
@@ -115,9 +117,14 @@ class App:
         sd_notify.notify("WATCHDOG=1")
 
     def _reopen_logs(self) -> None:
+        """SIGHUP: reopen the log and audit files, reload the TLS certificate pair."""
         if self.sink.file_handler is not None:
             self.sink.reopen()
             log.info("log file reopened", path=self.settings.paths.log_file)
+        audit.reopen()
+        audit.record("reload", signal="SIGHUP")
+        if self.server_tls is not None:
+            self.server_tls.reload()
 
 
 def _name(job: Job) -> str:
@@ -163,10 +170,15 @@ def _service_part() -> ServicePart:
 
 @contextlib.asynccontextmanager
 async def build(
-    loaded: Loaded, sink: LogSink, span: SpanFactory = no_span, part: ServicePart | None = None
+    loaded: Loaded,
+    sink: LogSink,
+    span: SpanFactory = no_span,
+    part: ServicePart | None = None,
+    transport: tls.Tls | None = None,
 ) -> AsyncIterator[App]:
     """Take the PID file, create the directories, build the service part, bind; then ready to run."""
     settings = loaded.settings
+    transport = transport or tls.load(settings.http)
     paths = settings.paths
     part = part or _service_part()
     async with contextlib.AsyncExitStack() as stack:
@@ -180,7 +192,9 @@ async def build(
         )
         metrics = Metrics(about.__version__, about.build_commit())
         health = Health(metrics, settings.heartbeat.interval_secs)
-        client = await stack.enter_async_context(aiohttp.ClientSession())
+        client = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=transport.client))
+        )
         context = Context(
             loaded.service,
             metrics,
@@ -195,10 +209,20 @@ async def build(
         web_app = http.application(metrics, health, service.routes)
         limits.attach(metrics.exhaustion)
         stack.callback(limits.detach)
+        server_tls = transport.server
         port = await stack.enter_async_context(
-            server.serving(web_app, settings.http.host, settings.http.port, metrics, server_limits(settings))
+            server.serving(
+                web_app,
+                settings.http.host,
+                settings.http.port,
+                metrics,
+                server_limits(settings),
+                ssl=server_tls.context if server_tls is not None else None,
+            )
         )
-        app = App(settings, settings.http.host, port, metrics, health, context, service.jobs, sink)
+        app = App(
+            settings, settings.http.host, port, metrics, health, context, service.jobs, sink, server_tls
+        )
         log.info("listening", addr=app.address)
         yield app
 
@@ -209,6 +233,7 @@ async def serve(
     stream: IO[str] | None = None,
     part: ServicePart | None = None,
     on_start: Callable[[], None] | None = None,
+    transport: tls.Tls | None = None,
 ) -> int:
     """Open the logs, build, run until stopped; every failure becomes a logged exit code.
 
@@ -216,13 +241,19 @@ async def serve(
     """
     settings = loaded.settings
     paths = settings.paths
-    log_filter = parse_filter(settings.log.filter)
-    with logs(log_filter, Path(paths.log_file), stream, settings.log.target) as sink:
+    with (
+        logs(parse_filter(settings.log.filter), Path(paths.log_file), stream, settings.log.target) as sink,
+        audit.opened(Path(paths.audit_file)),
+    ):
         log.info("starting", version=about.__version__, pid=os.getpid())
         if on_start is not None:
             on_start()
+        audit.record("start", version=about.__version__, pid=os.getpid(), config_sha256=loaded.digest())
+        if loaded.secrets_read is not None:
+            path, mode = loaded.secrets_read
+            audit.record("secrets file read", path=path, mode=f"{mode:04o}")
         try:
-            async with build(loaded, sink, span, part) as app:
+            async with build(loaded, sink, span, part, transport) as app:
                 code = await app.run_until_stopped()
         except pidfile.PidFileHeld as held:
             log.error("PID file is held by a live process", path=held.path, pid=held.pid)
@@ -241,10 +272,15 @@ async def serve(
         return code
 
 
-def run(loaded: Loaded, span: SpanFactory = no_span, on_start: Callable[[], None] | None = None) -> int:
+def run(
+    loaded: Loaded,
+    span: SpanFactory = no_span,
+    on_start: Callable[[], None] | None = None,
+    transport: tls.Tls | None = None,
+) -> int:
     """Run the service in the foreground; the process's exit code."""
     try:
-        return asyncio.run(serve(loaded, span, on_start=on_start))
+        return asyncio.run(serve(loaded, span, on_start=on_start, transport=transport))
     except KeyboardInterrupt:
         # SIGINT before the handlers are installed: the start was cut short.
         print("interrupted while starting", file=sys.stderr)

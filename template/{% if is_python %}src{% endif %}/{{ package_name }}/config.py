@@ -18,6 +18,7 @@ one per line, naming the key, the layer and what is allowed:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -98,17 +99,29 @@ def _path(value: str) -> str:
     return value
 
 
+def _optional_path(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("the path is blank")
+    return value
+
+
 Host = Annotated[str, AfterValidator(_host)]
 FilterText = Annotated[str, AfterValidator(_filter)]
 # An http(s) URL, or empty for none.
 OptionalUrl = Annotated[str, AfterValidator(_optional_url)]
 PathText = Annotated[str, AfterValidator(_path)]
 LogTarget = Annotated[str, AfterValidator(_log_target)]
+# A path, or empty for none.
+OptionalPath = Annotated[str, AfterValidator(_optional_path)]
 # The `description` of a field is the "allowed ..." part of its error lines.
 SECONDS = "allowed a number of seconds > 0 (fractions allowed)"
 OPTIONAL_URL = "allowed an http(s) URL, or empty"
 _PATH = "allowed a non-empty path (${PREFIX} is expanded)"
 LOG_TARGETS = ("file", "stderr", "both")
+PEM_ALLOWED = "allowed a path to a PEM file, or empty (${PREFIX} is expanded)"
+_PEM = PEM_ALLOWED
+# The keys holding paths, whose `${PREFIX}` is expanded at load.
+_PATH_KEYS = ("http.tls_cert_file", "http.tls_key_file", "http.client_ca_file")
 
 
 class Section(BaseModel):
@@ -131,6 +144,10 @@ class Http(Section):
     write_timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=SECONDS)
     max_connections: int = Field(default=1024, ge=1, le=1_000_000, description="allowed 1-1000000")
 
+    tls_cert_file: OptionalPath = Field(default="", description=_PEM)
+    tls_key_file: OptionalPath = Field(default="", description=_PEM)
+    client_ca_file: OptionalPath = Field(default="", description=_PEM)
+
 
 class Log(Section):
     filter: FilterText = Field(default="info", description=f"allowed {FILTER_RULE}")
@@ -146,6 +163,8 @@ class Paths(Section):
     tmp_dir: PathText = Field(default="./tmp", description=_PATH)
     # Files in tmp_dir older than this are removed at start.
     tmp_max_age_secs: float = Field(default=86400.0, gt=0, allow_inf_nan=False, description=SECONDS)
+
+    audit_file: PathText = Field(default=f"./log/{about.NAME}.audit.log", description=_PATH)
 
 
 class Heartbeat(Section):
@@ -282,6 +301,8 @@ class Loaded:
     settings: Settings
     service: BaseModel
     layers: dict[str, str] = field(default_factory=dict)
+    # The secrets file read, and its mode (for the audit line; never its content).
+    secrets_read: tuple[Path, int] | None = None
 
     def check_config_lines(self) -> list[str]:
         """`<key> = <TOML literal> (<layer>)` per key, secrets redacted, then `configuration OK`."""
@@ -291,6 +312,15 @@ class Loaded:
             value = getattr(getattr(self.settings, section), name)
             lines.append(f"{key} = {toml_literal(value)} ({layer})")
         return [*lines, "configuration OK"]
+
+    def digest(self) -> str:
+        """A short sha256 of the effective configuration, secrets redacted (the start's audit line).
+
+        Computed over the `<key> = <value>` lines of `check-config` without their layers, one
+        per line, so that both flavours give the same digest for the same configuration.
+        """
+        text = "".join(line.rpartition(" (")[0] + "\n" for line in self.check_config_lines()[:-1])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -340,17 +370,16 @@ def load(
     if base is not None:
         merged.merge(base, "base")
     secrets_path = Path(prefix) / "key" / "env.toml"
+    secrets_read: tuple[Path, int] | None = None
     if secrets_path.exists():
-        mode = stat.S_IMODE(secrets_path.stat().st_mode)
-        if mode & 0o077:
-            merged.errors.append(
-                f"config error: secrets file {secrets_path} has mode {mode:04o}; it must not be "
-                f"accessible by group or others (chmod 600 {secrets_path})"
-            )
+        problems = secret_file_problems(secrets_path, "secrets file")
+        if problems:
+            merged.errors.extend(problems)
         else:
             secrets = _read_toml(model, secrets_path, merged.errors)
             if secrets is not None:
                 merged.merge(secrets, "secrets")
+                secrets_read = (secrets_path, stat.S_IMODE(secrets_path.stat().st_mode))
     merged.merge(_environment(model, env, merged), "env")
     merged.errors.extend(_unknown_sections(model, env))
 
@@ -361,14 +390,62 @@ def load(
         raise ConfigError(merged.errors) from None
     if merged.errors:
         raise ConfigError(merged.errors)
+    http = {
+        name: value.replace("${PREFIX}", prefix) if f"http.{name}" in _PATH_KEYS else value
+        for name, value in settings.http.model_dump().items()
+    }
     settings = settings.model_copy(
         update={
             "paths": _expanded(settings.paths, prefix),
             "backup": _expanded(settings.backup, prefix),
+            "http": Http(**http),
         }
     )
+    _check_tls(settings.http, merged)
+    if merged.errors:
+        raise ConfigError(merged.errors)
     service = sections.model_validate({name: getattr(settings, name) for name in sections.model_fields})
-    return Loaded(settings, service, {key: merged.layers.get(key, "default") for key in keys(sections)})
+    layers = {key: merged.layers.get(key, "default") for key in keys(sections)}
+    return Loaded(settings, service, layers, secrets_read)
+
+
+def secret_file_problems(path: Path, what: str) -> list[str]:
+    """What is wrong with a file holding a secret (`what`: "secrets file", "TLS key file").
+
+    It must be owned by the user the service runs as (root included: a root service reads
+    only root's files), and not be accessible by group or others. Each problem is one
+    `config error:` line with the command that fixes it; a missing file is no problem here.
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return []
+    problems = []
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        problems.append(
+            f"config error: {what} {path} has mode {mode:04o}; it must not be "
+            f"accessible by group or others (chmod 600 {path})"
+        )
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        problems.append(
+            f"config error: {what} {path} is owned by uid {info.st_uid}; it must be owned by "
+            f"the user running the service, uid {uid} (chown {uid} {path})"
+        )
+    return problems
+
+
+def _check_tls(http: Http, merged: _Layers) -> None:
+    """Both TLS files or neither. The files themselves are checked when the service loads them
+    (`tls.load`, at start and by check-config), so that a committed path need not exist here."""
+    cert, key = http.tls_cert_file, http.tls_key_file
+    if bool(cert) != bool(key):
+        empty = "http.tls_key_file" if cert else "http.tls_cert_file"
+        merged.errors.append(
+            f"config error: {empty} ({merged.where(empty)}): empty while the other TLS file is set; "
+            "allowed both http.tls_cert_file and http.tls_key_file set, or neither"
+        )
 
 
 def _expanded(section: _S, prefix: str) -> _S:

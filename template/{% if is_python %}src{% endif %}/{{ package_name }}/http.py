@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from aiohttp import HttpVersion10, HttpVersion11, web
 from pydantic import BaseModel, ValidationError
 
-from . import server
+from . import audit, server
 from .errors import Kind
 from .health import Health
 from .logging import get_logger
@@ -31,6 +31,10 @@ from .metrics import CONTENT_TYPE, UNKNOWN_ROUTE, Metrics
 log = get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+# The platform's own routes; every other matched route is the service's.
+PLATFORM_ROUTES = frozenset({"/.well-known/live", "/.well-known/ready", "/metrics"})
+# Answers to the service's routes that are written as audit lines (`access refused`).
+REFUSALS = frozenset({401, 403})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HTTP_VERSIONS = (HttpVersion10, HttpVersion11)
@@ -115,6 +119,7 @@ def _middleware(metrics: Metrics) -> Any:
         except web.HTTPException as error:
             count(await _route_of(request), request.method, error.status)
             if request.match_info.route.resource is not None:
+                _audit_refusal(request, error.status)
                 raise  # a handler's own answer (400, 422...)
             if error.status == 405:
                 allow = error.headers.get("Allow", "")
@@ -130,9 +135,23 @@ def _middleware(metrics: Metrics) -> Any:
             return json_response({"error": "internal error"}, 500)
         resource = request.match_info.route.resource
         count(resource.canonical if resource is not None else UNKNOWN_ROUTE, request.method, response.status)
+        _audit_refusal(request, response.status)
         return response
 
     return platform_rules
+
+
+def _audit_refusal(request: web.Request, status: int) -> None:
+    """An audit line for a 401 or 403 answered by one of the service's routes."""
+    resource = request.match_info.route.resource
+    if status in REFUSALS and resource is not None and resource.canonical not in PLATFORM_ROUTES:
+        audit.record(
+            "access refused",
+            method=request.method,
+            route=resource.canonical,
+            status=status,
+            peer=request.remote or "unknown",
+        )
 
 
 def application(metrics: Metrics, health: Health, routes: Sequence[web.AbstractRouteDef]) -> web.Application:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging as std_logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,19 +110,24 @@ class LineFormatter(std_logging.Formatter):
     """`Mon DD HH:MM:SS.fff LEVEL message key=value...`, in UTC."""
 
     def format(self, record: std_logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC)
         level = _LEVEL_NAMES.get(record.levelno) or (
             "ERROR" if record.levelno > std_logging.ERROR else "TRACE"
-        )
-        line = (
-            f"{_MONTHS[stamp.month - 1]} {stamp.day:02d} {stamp.hour:02d}:{stamp.minute:02d}:"
-            f"{stamp.second:02d}.{int(record.msecs):03d} {level} {record.getMessage()}"
         )
         fields: dict[str, object] = dict(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[1] is not None:
             # A traceback would break the one-line-per-event rule; the error's text is kept.
             fields.setdefault("error", f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
-        return line + "".join(f" {key}={format_value(value)}" for key, value in fields.items())
+        return format_line(record.created, int(record.msecs), level, record.getMessage(), fields)
+
+
+def format_line(created: float, msecs: int, level: str, message: str, fields: Mapping[str, object]) -> str:
+    """`Mon DD HH:MM:SS.fff LEVEL message key=value...` for a Unix time, in UTC."""
+    stamp = datetime.fromtimestamp(created, UTC)
+    line = (
+        f"{_MONTHS[stamp.month - 1]} {stamp.day:02d} {stamp.hour:02d}:{stamp.minute:02d}:"
+        f"{stamp.second:02d}.{msecs:03d} {level} {message}"
+    )
+    return line + "".join(f" {key}={format_value(value)}" for key, value in fields.items())
 
 
 class Logger:
