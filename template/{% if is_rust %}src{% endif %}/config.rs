@@ -1210,10 +1210,12 @@ fn load_sections<S: Sections>(sources: &Sources) -> Result<Sectioned<S>, ConfigE
                 origin.insert(dotted.clone(), layer.layer);
             }
         }
-        // `${PREFIX}` is expanded in every `paths.*` and `backup.*` value and the other path keys, as in
-        // the Python flavour.
+        // `${PREFIX}` is expanded in every `paths.*` and `backup.*` value and the other path
+        // keys, as in the Python flavour.
         if let Value::String(text) = &value
-            && (key.section == "paths" || key.section == "backup" || PATH_KEYS.contains(&dotted.as_str()))
+            && (key.section == "paths"
+                || key.section == "backup"
+                || PATH_KEYS.contains(&dotted.as_str()))
         {
             value = Value::String(text.replace("${PREFIX}", &sources.prefix));
         }
