@@ -17,13 +17,13 @@ pytestmark = pytest.mark.slow
 def someone_else() -> int:
     uid = pwd.getpwnam("nobody").pw_uid
     if uid == os.geteuid():
-        pytest.skip("the suite runs as nobody")
+        pytest.skip("the suite runs as nobody")  # skip-ok: no other user to give a file to
     return uid
 
 
 def can_chown() -> None:
     if os.geteuid() != 0:
-        pytest.skip("giving a file to another user needs root")
+        pytest.skip("giving a file to another user needs root")  # skip-ok: chown needs root
 
 
 def test_a_secrets_file_of_another_user_is_refused(spawn):
