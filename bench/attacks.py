@@ -34,11 +34,11 @@ from pathlib import Path
 
 import load
 from common import RunInfo, table, write_section
-from hostile_traffic import Flood, cpu_seconds, get_status, raise_fd_limit, rss_bytes
+from hostile_traffic import Background, Flood, cpu_seconds, get_status, raise_fd_limit, rss_bytes
 
 
 @dataclass
-class Live:
+class Live(Background):
     """A normal client asking /.well-known/live every 0.2 s; the worst wait and the failures."""
 
     port: int
@@ -47,16 +47,6 @@ class Live:
     asked: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Live:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 HOST = "127.0.0.1"
 LIVE = b"GET /.well-known/live HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -253,8 +254,28 @@ def wait_until(predicate, timeout: float, step: float = 0.1):  # type: ignore[no
         time.sleep(step)
 
 
+class Background:
+    """A context manager running `_run` in a daemon thread until the block ends (`_stop` set)."""
+
+    _stop: threading.Event
+    _thread: threading.Thread | None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+
+
 @dataclass
-class Watch:
+class Watch(Background):
     """While an attack runs: a normal client asks /.well-known/live every `every` seconds on a
     fresh connection (or on `keep_alive`), and the heartbeat file's age is sampled.
 
@@ -272,16 +293,6 @@ class Watch:
     heartbeat_lag: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-
-    def __enter__(self) -> Watch:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
 
     def _ask(self) -> int | None:
         if self.keep_alive is None:
