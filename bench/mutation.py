@@ -38,6 +38,9 @@ PY_SRC = "template/{% if is_python %}src{% endif %}/{{ package_name }}"
 RS_SRC = "template/{% if is_rust %}src{% endif %}"
 SYSTEMD_UNIT = "includes/deploy/systemd.service.jinja"
 LOGROTATE = "includes/deploy/logrotate.jinja"
+# the operational log's rule (the audit file has its own, without this comment)
+ROTATED_LOG = "    create 0640\n    compress\n    # keep"
+COPYTRUNCATED_LOG = "    create 0640\n    copytruncate\n    compress\n    # keep"
 ALERTS = "template/deploy/prometheus/alerts.yml.jinja"
 # One render with a systemd unit is enough to show a deploy file's bug.
 COMBO = "python-github-systemd"
@@ -78,10 +81,10 @@ MUTANTS: list[Mutant] = [
     mutant("alert-threshold-rules", ALERTS, 'kind="persistent"}[10m]) > 10\n', 'kind="persistent"}[10m]) > 100\n',
            f"tests/test_monitoring.py|-k|rule_tests_pass and {COMBO}",
            "the same, seen by promtool's rule tests"),
-    mutant("logrotate-copytruncate-text", LOGROTATE, "    create 0640\n", "    create 0640\n    copytruncate\n",
+    mutant("logrotate-copytruncate-text", LOGROTATE, ROTATED_LOG, COPYTRUNCATED_LOG,
            f"tests/test_deploy_files.py|-k|logrotate_rules_signal and {COMBO}",
            "copy-and-truncate rotation (loses the lines written in between), in the rules' text"),
-    mutant("logrotate-copytruncate-live", LOGROTATE, "    create 0640\n", "    create 0640\n    copytruncate\n",
+    mutant("logrotate-copytruncate-live", LOGROTATE, ROTATED_LOG, COPYTRUNCATED_LOG,
            "tests/test_logrotate_live.py|-k|python",
            "the same, seen by rotating a running service that logs continuously", slow=True),
     # ---------------------------------------------------------------- the tests' own rules

@@ -191,6 +191,16 @@ def test_a_team_changes_values_replaces_and_removes_the_example(tmp_path: Path) 
     # (a) every value of cfg/config.toml changed
     config = project / "cfg" / "config.toml"
     changed = {
+        # the keys whose default another key shares come first: each replaces its first match
+        "header_timeout_secs = 10": "header_timeout_secs = 5",
+        "idle_timeout_secs = 60": "idle_timeout_secs = 20",
+        "write_timeout_secs = 30": "write_timeout_secs = 15",
+        "max_connections = 1024": "max_connections = 512",
+        'target = "both"': 'target = "file"',
+        "tmp_max_age_secs = 86400": "tmp_max_age_secs = 3600",
+        'audit_file = "./log/order-router.audit.log"': 'audit_file = "./log/svc.audit.log"',
+        'dir = "${PREFIX}/backup/order-router"': 'dir = "${PREFIX}/backup/svc"',
+        "keep = 7": "keep = 3",
         'host = "127.0.0.1"': 'host = "127.0.0.2"',
         "port = 8080": "port = 9099",
         'filter = "info"': 'filter = "warn"',

@@ -53,6 +53,7 @@ def digest(check_config_stdout: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@pytest.mark.example  # the secret read is the example's work.upstream_token
 def test_start_secrets_reload_and_shutdown_are_audited(spawn):
     svc = spawn(secrets=f'[work]\nupstream_token = "{SECRET}"\n')
     checked = svc.cli("check-config")
@@ -77,6 +78,7 @@ def test_start_secrets_reload_and_shutdown_are_audited(spawn):
     )
 
 
+@pytest.mark.example  # the example's secret and [work] key
 def test_the_digest_follows_the_configuration_and_not_the_secret(spawn, tmp_path):
     # One PREFIX for the three: the paths below it are part of the configuration.
     runs = [("one", {}), ("two", {"WORK__MAX_CONCURRENCY": "3"}), ("three", {})]
