@@ -119,7 +119,6 @@ OPTIONAL_URL = "allowed an http(s) URL, or empty"
 _PATH = "allowed a non-empty path (${PREFIX} is expanded)"
 LOG_TARGETS = ("file", "stderr", "both")
 PEM_ALLOWED = "allowed a path to a PEM file, or empty (${PREFIX} is expanded)"
-_PEM = PEM_ALLOWED
 # The keys holding paths, whose `${PREFIX}` is expanded at load.
 _PATH_KEYS = ("http.tls_cert_file", "http.tls_key_file", "http.client_ca_file")
 
@@ -144,9 +143,9 @@ class Http(Section):
     write_timeout_secs: float = Field(default=30.0, gt=0, allow_inf_nan=False, description=SECONDS)
     max_connections: int = Field(default=1024, ge=1, le=1_000_000, description="allowed 1-1000000")
 
-    tls_cert_file: OptionalPath = Field(default="", description=_PEM)
-    tls_key_file: OptionalPath = Field(default="", description=_PEM)
-    client_ca_file: OptionalPath = Field(default="", description=_PEM)
+    tls_cert_file: OptionalPath = Field(default="", description=PEM_ALLOWED)
+    tls_key_file: OptionalPath = Field(default="", description=PEM_ALLOWED)
+    client_ca_file: OptionalPath = Field(default="", description=PEM_ALLOWED)
 
 
 class Log(Section):
